@@ -1,0 +1,1 @@
+"""ctloop: continuous training, orchestrated by Airflow."""
