@@ -1,1 +1,3 @@
-"""ctloop: continuous training, orchestrated by Airflow."""
+"""ctloop: continuous training for ML teams, orchestrated by Apache Airflow."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,166 @@
+"""The ``ctloop`` command: every job Airflow launches and every action a person runs by hand.
+
+Each subcommand takes explicit arguments, prints progress to stderr and a JSON summary to stdout,
+and exits 2 with a one-paragraph message when its input or environment is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from ctloop.settings import Settings, SettingsError, load_settings
+from ctloop.spec import SpecError, load_spec
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.stack import Stack
+
+    stack = Stack(settings)
+    if args.action == "up":
+        rows = stack.up()
+    elif args.action == "down":
+        rows = stack.down()
+    else:
+        rows = stack.status()
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['service']:<10} {row['state']:<10} {row['url']:<28} pid={row['pid'] or '-':<8} log={row['log']}")
+    return 0 if args.action == "down" or all(r["state"] == "running" for r in rows) else 1
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.produce import produce
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    _print_json(produce(spec, settings, events=args.events, seed=args.seed, rate=args.rate,
+                        bad_fraction=args.bad_fraction, drift_at=args.drift_at, drift_kind=args.drift_kind))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.ingest import land
+    from ctloop.lake import open_lake
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    mode = "follow" if args.follow else "until_caught_up"
+    _print_json(land(spec, settings, open_lake(settings), mode, max_seconds=args.max_seconds))
+    return 0
+
+
+def cmd_spec(args: argparse.Namespace, settings: Settings) -> int:
+    names = args.pipelines or sorted(p.stem for p in settings.pipelines_dir.glob("*.yaml"))
+    if not names:
+        raise SpecError(f"{settings.pipelines_dir}: no pipeline specs found")
+    for name in names:
+        spec = load_spec(name, settings.pipelines_dir)
+        streams = ", ".join(f"{n} ({e.topic}, {len(e.fields)} fields)" for n, e in spec.events.items())
+        print(f"{spec.name}: ok — spec hash {spec.spec_hash}; events: {streams}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Everything that exists so far, end to end, on the embedded stack."""
+    from ctloop.ingest import land
+    from ctloop.lake import open_lake
+    from ctloop.produce import produce
+    from ctloop.stack import Stack
+
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+
+    def stage(name: str) -> None:
+        now = time.monotonic()
+        timings[name] = round(now - started - sum(timings.values()), 2)
+        print(f"[demo] {name} done in {timings[name]}s", file=sys.stderr, flush=True)
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    print(f"[demo] starting the embedded stack under {settings.state_dir}", file=sys.stderr, flush=True)
+    stack_rows = Stack(settings).up()
+    stage("stack_up")
+    produced = produce(spec, settings, events=args.events, seed=args.seed, bad_fraction=args.bad_fraction)
+    stage("produce")
+    landed = land(spec, settings, open_lake(settings), "until_caught_up")
+    stage("ingest")
+    summary = {
+        "pipeline": spec.name, "spec_hash": spec.spec_hash, "runtime": settings.runtime, "lake": settings.lake_uri,
+        "stack": {r["service"]: r["url"] for r in stack_rows},
+        "produced": {t: v["counts"] for t, v in produced["topics"].items()},
+        "landed": {k: landed[k] for k in ("landed", "dead_letters", "files", "manifests", "events_per_s")},
+        "stage_seconds": timings, "total_seconds": round(time.monotonic() - started, 2),
+    }
+    out = settings.state_dir / "demo-summary.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+    _print_json(summary)
+    print(f"[demo] summary written to {out}; stop the stack with `ctloop stack down`", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctloop", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stack = sub.add_parser("stack", help="start, inspect or stop the embedded services (local runtime)")
+    stack.add_argument("action", choices=["up", "status", "down"])
+    stack.add_argument("--json", action="store_true", help="print the status as JSON")
+    stack.set_defaults(func=cmd_stack)
+
+    prod = sub.add_parser("produce", help="send simulated events (and delayed labels) to Kafka")
+    prod.add_argument("--pipeline", required=True, help="pipeline name (pipelines/<name>.yaml) or spec path")
+    prod.add_argument("--events", type=int, required=True, help="number of primary events to generate")
+    prod.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    prod.add_argument("--seed", type=int, default=0, help="same seed, same events (default 0)")
+    prod.add_argument("--bad-fraction", type=float, default=0.0,
+                      help="share of messages corrupted: malformed JSON, wrong types, missing fields, oversized")
+    prod.add_argument("--drift-at", type=int, help="inject drift from this event index on")
+    prod.add_argument("--drift-kind", choices=["covariate", "concept"], default="covariate")
+    prod.set_defaults(func=cmd_produce)
+
+    ingest = sub.add_parser("ingest", help="land the pipeline's topics in the lake as Parquet, exactly once")
+    ingest.add_argument("--pipeline", required=True)
+    how = ingest.add_mutually_exclusive_group(required=True)
+    how.add_argument("--until-caught-up", action="store_true", help="stop once the end offsets seen at start are landed")
+    how.add_argument("--follow", action="store_true", help="keep landing until SIGTERM/SIGINT")
+    ingest.add_argument("--max-seconds", type=float, help="stop (cleanly) after this long")
+    ingest.set_defaults(func=cmd_ingest)
+
+    spec = sub.add_parser("spec", help="validate pipeline specs")
+    spec.add_argument("pipelines", nargs="*", help="pipeline names (default: every spec in CTLOOP_PIPELINES_DIR)")
+    spec.set_defaults(func=cmd_spec)
+
+    demo = sub.add_parser("demo", help="run the loop end to end on the embedded stack")
+    demo.add_argument("--pipeline", default="fraud")
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--bad-fraction", type=float, default=0.02)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ctloop.broker import BrokerUnavailable
+    from ctloop.stack import StackError
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return args.func(args, settings)
+    except (SettingsError, SpecError, StackError, BrokerUnavailable, ValueError) as exc:
+        print(f"ctloop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

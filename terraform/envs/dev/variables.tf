@@ -1,0 +1,41 @@
+variable "region" {
+  type        = string
+  description = "AWS region of the environment."
+  default     = "eu-west-1"
+}
+
+variable "name" {
+  type        = string
+  description = "Environment name prefix for every resource."
+  default     = "ctloop-dev"
+}
+
+variable "namespace" {
+  type        = string
+  description = "Kubernetes namespace of the dev overlay (k8s/overlays/dev)."
+  default     = "ctloop-dev"
+}
+
+variable "azs" {
+  type        = list(string)
+  description = "Availability zones used by the environment."
+  default     = ["eu-west-1a", "eu-west-1b"]
+}
+
+variable "vpc_cidr" {
+  type        = string
+  description = "CIDR of the environment's VPC."
+  default     = "10.20.0.0/16"
+}
+
+variable "admin_principal_arns" {
+  type        = list(string)
+  description = "IAM principals (operators, CI) given cluster-admin on the EKS cluster."
+  default     = []
+}
+
+variable "admin_cidrs" {
+  type        = list(string)
+  description = "CIDRs allowed to reach the dev cluster's public API endpoint (e.g. an office or VPN egress). Empty keeps the endpoint private."
+  default     = []
+}

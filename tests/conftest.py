@@ -1,0 +1,108 @@
+"""Shared fixtures: one real Tansu broker and one moto S3 server for the whole test session.
+
+Tests share the broker but never a topic: ``make_pipeline`` writes a copy of the reference spec
+with topic names unique to the test, so runs stay independent without paying for a broker each.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctloop.settings import Settings, load_settings
+from ctloop.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_SPEC = ROOT / "pipelines" / "fraud.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka-protocol broker (Tansu), started through the same code as `ctloop stack up`."""
+    state = tmp_path_factory.mktemp("broker-state")
+    settings = load_settings(state_dir=state, broker_port=free_port())
+    stack = Stack(settings)
+    stack.up(timeout_s=60)
+    yield f"127.0.0.1:{settings.broker_port}"
+    stack.down()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server: no real AWS can be reached from the test machines, so S3 is emulated."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("moto_server did not start")
+    yield endpoint
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _aws_test_credentials() -> None:
+    # moto accepts any credentials; never let a developer's real ones near a test
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.pop("AWS_PROFILE", None)
+
+
+def make_pipeline(directory: Path, *, name: str = "fraud", **overrides: object) -> tuple[Path, str]:
+    """Copy the reference spec with unique topic names; ``overrides`` patch dotted paths.
+
+    Returns the pipelines folder and the unique suffix used in topic names.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    data = yaml.safe_load(REFERENCE_SPEC.read_text())
+    data["name"] = name
+    for event in data["events"].values():
+        event["topic"] = f"{event['topic']}.{suffix}"
+    data.setdefault("ingest", {})["consumer_group"] = f"lander-{suffix}"
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    pipelines = directory / "pipelines"
+    pipelines.mkdir(parents=True, exist_ok=True)
+    (pipelines / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return pipelines, suffix
+
+
+def settings_for(tmp_path: Path, broker: str, pipelines: Path, **extra: object) -> Settings:
+    return load_settings(state_dir=tmp_path / "state", kafka_bootstrap=broker, pipelines_dir=pipelines,
+                         kafka_session_timeout_ms=6000, kafka_connect_timeout_s=30, **extra)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The same settings as CTLOOP_* variables, for the `ctloop` command in a subprocess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"CTLOOP_{name.upper()}"] = str(value)
+    return env
