@@ -17,18 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from ctloop.settings import Settings, load_settings
-from ctloop.stack import Stack
+from ctloop.stack import Stack, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_SPEC = ROOT / "pipelines" / "fraud.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +88,9 @@ def make_pipeline(directory: Path, *, name: str = "fraud", **overrides: object) 
 
 
 def settings_for(tmp_path: Path, broker: str, pipelines: Path, **extra: object) -> Settings:
-    return load_settings(state_dir=tmp_path / "state", kafka_bootstrap=broker, pipelines_dir=pipelines,
-                         kafka_session_timeout_ms=6000, kafka_connect_timeout_s=30, **extra)
+    values = {"state_dir": tmp_path / "state", "kafka_bootstrap": broker, "pipelines_dir": pipelines,
+              "kafka_session_timeout_ms": 6000, "kafka_connect_timeout_s": 30, **extra}
+    return load_settings(**values)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

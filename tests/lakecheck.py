@@ -7,7 +7,6 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from ctloop.ingest import dlq_prefix, raw_prefix
 from ctloop.lake import Lake
 from ctloop.simulate import SimMessage
@@ -18,7 +17,8 @@ def read_all(lake: Lake, prefix: str) -> pa.Table | None:
     return pa.concat_tables(tables) if tables else None
 
 
-def assert_exactly_once(lake: Lake, pipeline: str, expected: list[SimMessage], id_fields: dict[str, str]) -> dict[str, int]:
+def assert_exactly_once(lake: Lake, pipeline: str, expected: list[SimMessage],
+                        id_fields: dict[str, str]) -> dict[str, int]:
     """Every valid message's id once in raw/, every bad message once in _dlq/, nothing else."""
     figures: dict[str, int] = {}
     for topic, id_field in id_fields.items():
@@ -35,7 +35,7 @@ def assert_exactly_once(lake: Lake, pipeline: str, expected: list[SimMessage], i
         want_bad = Counter(m.value for m in expected if m.topic == topic and m.kind != "valid")
         dlq = read_all(lake, dlq_prefix(pipeline, topic))
         got_bad = Counter(dlq.column("value").to_pylist()) if dlq is not None else Counter()
-        positions = Counter(zip(dlq.column("partition").to_pylist(), dlq.column("offset").to_pylist())) \
+        positions = Counter(zip(dlq.column("partition").to_pylist(), dlq.column("offset").to_pylist(), strict=True)) \
             if dlq is not None else Counter()
         assert all(n == 1 for n in positions.values()), f"{topic}: a dead letter is stored twice"
         assert got_bad == want_bad, (f"{topic}: dead letters differ: {sum(got_bad.values())} stored, "

@@ -34,7 +34,8 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         _print_json(rows)
     else:
         for row in rows:
-            print(f"{row['service']:<10} {row['state']:<10} {row['url']:<28} pid={row['pid'] or '-':<8} log={row['log']}")
+            pid = row["pid"] or "-"
+            print(f"{row['service']:<10} {row['state']:<10} {row['url']:<28} pid={pid:<8} log={row['log']}")
     return 0 if args.action == "down" or all(r["state"] == "running" for r in rows) else 1
 
 
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="land the pipeline's topics in the lake as Parquet, exactly once")
     ingest.add_argument("--pipeline", required=True)
     how = ingest.add_mutually_exclusive_group(required=True)
-    how.add_argument("--until-caught-up", action="store_true", help="stop once the end offsets seen at start are landed")
+    how.add_argument("--until-caught-up", action="store_true",
+                     help="stop once the end offsets seen at start are landed")
     how.add_argument("--follow", action="store_true", help="keep landing until SIGTERM/SIGINT")
     ingest.add_argument("--max-seconds", type=float, help="stop (cleanly) after this long")
     ingest.set_defaults(func=cmd_ingest)
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the loop end to end on the embedded stack")
     demo.add_argument("--pipeline", default="fraud")
-    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--events", type=int, default=100_000)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--bad-fraction", type=float, default=0.02)
     demo.set_defaults(func=cmd_demo)

@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
 import signal
 import sys
 import threading
 import time
+from array import array
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -47,8 +51,9 @@ from ctloop.spec import PipelineSpec
 
 Mode = Literal["until_caught_up", "follow"]
 HOUR_US = 3_600_000_000
-MAX_IN_FLIGHT = 2  # closed batches being written while the consumer keeps fetching
-IO_THREADS = 8  # concurrent file writes within a batch (S3 PUTs and fsyncs wait on I/O, not CPU)
+WRITERS = 1  # writer processes: more only steal the CPU the consumer needs (measured on 2 cores)
+MAX_IN_FLIGHT = 4  # partition writes under way while the consumer keeps fetching
+IO_THREADS = 4  # concurrent file writes within a batch (S3 PUTs and fsyncs wait on I/O, not CPU)
 DLQ_SCHEMA = pa.schema([
     ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
     ("kafka_timestamp", pa.timestamp("ms", tz="UTC")), ("key", pa.binary()), ("value", pa.binary()),
@@ -77,6 +82,23 @@ def _file_name(tp: TopicPartition, first_offset: int) -> str:
     return f"{tp.topic}+{tp.partition}+{first_offset:020d}.parquet"
 
 
+def consumer_config(settings: Settings, group: str, client_id: str) -> dict[str, Any]:
+    """The lander's consumer settings (the ingest benchmark's bare consumer uses the same)."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "group_id": group,
+        "client_id": client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": max(settings.kafka_session_timeout_ms // 4, 250),
+        "max_poll_interval_ms": 600_000,
+        "fetch_max_bytes": 64 * 2**20,
+        "max_partition_fetch_bytes": 16 * 2**20,
+        "bootstrap_timeout_ms": ATTEMPT_TIMEOUT_MS,
+    }
+
+
 @dataclass(slots=True)
 class Segment:
     """Consecutive offsets of one partition, kept as raw bytes until the segment is written."""
@@ -94,6 +116,39 @@ class Segment:
     def last_offset(self) -> int:
         return self.offsets[-1]
 
+    def __getstate__(self) -> tuple[Any, ...]:
+        # Pickling runs on the consumer's side, the lander's bottleneck: ship flat buffers, not
+        # lists of small objects (an order of magnitude cheaper).
+        return (self.tp, self.first_offset, self.first_timestamp, array("q", self.offsets).tobytes(),
+                array("q", self.timestamps).tobytes(), *_pack(self.keys), *_pack(self.values), self.nbytes)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        (self.tp, self.first_offset, self.first_timestamp, offsets, timestamps,
+         key_blob, key_lengths, value_blob, value_lengths, self.nbytes) = state
+        self.offsets = array("q", offsets).tolist()
+        self.timestamps = array("q", timestamps).tolist()
+        self.keys = _unpack(key_blob, key_lengths)
+        self.values = _unpack(value_blob, value_lengths)
+
+
+def _pack(items: list[bytes | None]) -> tuple[bytes, bytes]:
+    if None not in items:  # the common case, twice as fast
+        return b"".join(items), array("q", map(len, items)).tobytes()  # type: ignore[arg-type]
+    lengths = array("q", [-1 if v is None else len(v) for v in items])
+    return b"".join([v for v in items if v is not None]), lengths.tobytes()
+
+
+def _unpack(blob: bytes, lengths: bytes) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    pos = 0
+    for n in array("q", lengths):
+        if n < 0:
+            out.append(None)
+        else:
+            out.append(blob[pos:pos + n])
+            pos += n
+    return out
+
 
 @dataclass(slots=True)
 class Written:
@@ -110,6 +165,7 @@ class Written:
 @dataclass
 class Stats:
     started: float = field(default_factory=time.monotonic)
+    first_record: float | None = None
     consumed: int = 0
     landed: int = 0
     dead_letters: int = 0
@@ -120,6 +176,111 @@ class Stats:
     partitions: set[str] = field(default_factory=set)
 
 
+class SegmentWriter:
+    """Turns closed segments into Parquet, dead letters, an intent and a manifest (writer process)."""
+
+    def __init__(self, spec: PipelineSpec, lake: Lake) -> None:
+        self.spec = spec
+        self.lake = lake
+        self.codecs = {e.topic: EventCodec(e) for e in spec.events.values()}
+        self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="lander-io")
+
+    def write_partition(self, tp: TopicPartition, segments: list[Segment]) -> Written:
+        codec = self.codecs[tp.topic]
+        planned: list[tuple[str, pa.Table, dict[str, Any]]] = []
+        for segment in segments:
+            planned.extend(self._plan_segment(codec, segment))
+        first, last = segments[0].first_offset, segments[-1].last_offset
+        manifest_path = f"{manifest_prefix(self.spec.name)}/{tp.topic}/{_file_name(tp, first)[:-8]}.json"
+        intent = {"first_offset": first, "last_offset": last, "paths": [p for p, _, _ in planned] + [manifest_path]}
+        self.lake.write(intent_path(self.spec.name, tp), json.dumps(intent).encode())
+        # Parquet encoding and fsync/PUT release the GIL: overlap them across files.
+        list(self._io.map(self._write_parquet, [(path, table) for path, table, _ in planned]))
+        files = [dict(info, path=path) for path, _, info in planned]
+        rows = sum(f["rows"] for f in files if f["kind"] == "raw")
+        dead = sum(f["rows"] for f in files if f["kind"] == "dead_letter")
+        manifest = {
+            "pipeline": self.spec.name, "spec_hash": self.spec.spec_hash, "lander_version": __version__,
+            "topic": tp.topic, "partition": tp.partition, "first_offset": first, "last_offset": last,
+            "rows": rows, "dead_letters": dead, "files": files,
+            "partitions_touched": sorted({f["lake_partition"] for f in files if f["kind"] == "raw"}),
+            "landed_at": datetime.now(UTC).isoformat(),
+        }
+        self.lake.write(manifest_path, json.dumps(manifest, indent=1).encode())
+        return Written(tp, last + 1, rows, dead, files, manifest_path)
+
+    def _write_parquet(self, item: tuple[str, pa.Table]) -> None:
+        path, table = item
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        self.lake.write(path, buffer.getvalue())
+
+    def _plan_segment(self, codec: EventCodec, segment: Segment) -> list[tuple[str, pa.Table, dict[str, Any]]]:
+        tp = segment.tp
+        accepted, rejected = codec.validate(segment.values)  # type: ignore[arg-type]
+        planned = []
+        if accepted:
+            table = codec.to_table([segment.values[i] for i in accepted])  # type: ignore[misc]
+            offsets = pa.array([segment.offsets[i] for i in accepted], pa.int64())
+            table = table.append_column("_kafka_partition", pa.array([tp.partition] * len(accepted), pa.int32()))
+            table = table.append_column("_kafka_offset", offsets)
+            table = table.append_column(
+                "_kafka_timestamp", pa.array([segment.timestamps[i] for i in accepted], pa.timestamp("ms", tz="UTC")))
+            hours = pc.divide(table[codec.event.time_field].cast(pa.int64()), HOUR_US)
+            for hour in pc.unique(hours).to_pylist():
+                part = table.filter(pc.equal(hours, hour))
+                start = datetime.fromtimestamp(hour * 3600, tz=UTC)
+                lake_partition = f"event_date={start:%Y-%m-%d}/event_hour={start:%H}"
+                first_offset = part["_kafka_offset"][0].as_py()
+                path = f"{raw_prefix(self.spec.name, tp.topic)}/{lake_partition}/{_file_name(tp, first_offset)}"
+                times = part[codec.event.time_field]
+                info = {"kind": "raw", "rows": part.num_rows, "lake_partition": lake_partition,
+                        "first_offset": first_offset, "last_offset": part["_kafka_offset"][-1].as_py(),
+                        "min_event_time": pc.min(times).as_py().isoformat(),
+                        "max_event_time": pc.max(times).as_py().isoformat()}
+                planned.append((path, part, info))
+        if rejected:
+            idx = [r.index for r in rejected]
+            first_offset = segment.offsets[idx[0]]
+            day = datetime.fromtimestamp(segment.timestamps[idx[0]] / 1000, tz=UTC)
+            dlq = pa.table({
+                "topic": [tp.topic] * len(idx), "partition": [tp.partition] * len(idx),
+                "offset": [segment.offsets[i] for i in idx], "kafka_timestamp": [segment.timestamps[i] for i in idx],
+                "key": [segment.keys[i] for i in idx], "value": [segment.values[i] for i in idx],
+                "error": [r.error for r in rejected],
+            }, schema=DLQ_SCHEMA)
+            path = f"{dlq_prefix(self.spec.name, tp.topic)}/kafka_date={day:%Y-%m-%d}/{_file_name(tp, first_offset)}"
+            planned.append((path, dlq, {"kind": "dead_letter", "rows": len(idx), "first_offset": first_offset,
+                                        "last_offset": segment.offsets[idx[-1]]}))
+        return planned
+
+
+_WRITER: SegmentWriter | None = None
+
+
+def _start_writer(spec: PipelineSpec, lake: Lake) -> None:
+    """Initialise the writer process: it must never outlive the lander that feeds it."""
+    global _WRITER
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the parent, mid-write or not
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # the lander decides when to stop, then drains this process
+    if os.getppid() == 1:
+        os._exit(1)
+    # The consumer is the bottleneck and cannot be parallelised; this process only has to keep up.
+    os.nice(10)
+    pa.set_cpu_count(1)
+    pq.write_table(pa.table({"warm": [1]}), io.BytesIO())  # pays pyarrow's lazy imports (~1 s) up front
+    _WRITER = SegmentWriter(spec, lake)
+
+
+def _write_in_writer(tp: TopicPartition, segments: list[Segment]) -> Written:
+    assert _WRITER is not None
+    return _WRITER.write_partition(tp, segments)
+
+
 class Lander(ConsumerRebalanceListener):
     def __init__(self, spec: PipelineSpec, settings: Settings, lake: Lake, *, progress_every_s: float = 5.0,
                  max_poll_records: int = 10_000) -> None:
@@ -128,15 +289,15 @@ class Lander(ConsumerRebalanceListener):
         self.lake = lake
         self.progress_every_s = progress_every_s
         self.max_poll_records = max_poll_records
-        self.codecs = {e.topic: EventCodec(e) for e in spec.events.values()}
         self.policy = spec.ingest
         self.stats = Stats()
         self._open: dict[TopicPartition, Segment] = {}
         self._closed: dict[TopicPartition, list[Segment]] = {}
-        self._in_flight: deque[tuple[Future[list[Written]], dict[TopicPartition, int]]] = deque()
+        self._in_flight: deque[tuple[Future[Written], TopicPartition, int]] = deque()
         self._to_recover: set[TopicPartition] = set()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lander-writer")
-        self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="lander-io")
+        # Validation and Parquet encoding run in a second process, so the consumer keeps one core to itself.
+        self._writer = ProcessPoolExecutor(max_workers=WRITERS, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_start_writer, initargs=(spec, lake))
         self._stop = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._last_progress = time.monotonic()
@@ -148,6 +309,8 @@ class Lander(ConsumerRebalanceListener):
 
     def run(self, mode: Mode, *, max_seconds: float | None = None) -> dict[str, Any]:
         ensure_topics(self.spec, self.settings)
+        for _ in range(WRITERS):  # start the writers now, from this (the main) thread
+            self._writer.submit(os.getpid)
         topics = [e.topic for e in self.spec.events.values()]
         consumer = connect(self._new_consumer, self.settings, "ingest")
         self._consumer = consumer
@@ -175,18 +338,17 @@ class Lander(ConsumerRebalanceListener):
                 elif mode == "follow" and not batch:
                     self._close_caught_up(consumer, assigned)
                 self._submit_closed(consumer)
-                self._commit_done(consumer, block=False)
+                self._commit(consumer, wait=0)
                 self._progress(consumer)
                 if deadline and time.monotonic() > deadline:
                     self._log(f"--max-seconds {max_seconds} reached")
                     break
             self._close_all()
-            self._submit_closed(consumer)
-            self._commit_done(consumer, block=True)
+            self._drain(consumer)
         finally:
-            self._writer.shutdown(wait=True)
-            self._io.shutdown(wait=True)
+            self._consumer = None  # the close below revokes partitions: nothing left to land by then
             consumer.close(autocommit=False)
+            self._writer.shutdown(wait=True)
         return self.summary(mode, {f"{tp.topic}:{tp.partition}": o for tp, o in end_offsets.items()})
 
     def _end_offsets(self, consumer: KafkaConsumer, topics: list[str]) -> dict[TopicPartition, int]:
@@ -200,19 +362,8 @@ class Lander(ConsumerRebalanceListener):
         return consumer.end_offsets(partitions)
 
     def _new_consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=self.policy.consumer_group,
-            client_id=f"ctloop-lander-{self.spec.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=self.settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=max(self.settings.kafka_session_timeout_ms // 4, 250),
-            max_poll_interval_ms=600_000,
-            fetch_max_bytes=64 * 2**20,
-            max_partition_fetch_bytes=16 * 2**20,
-            bootstrap_timeout_ms=ATTEMPT_TIMEOUT_MS,
-        )
+        client_id = f"ctloop-lander-{self.spec.name}"
+        return KafkaConsumer(**consumer_config(self.settings, self.policy.consumer_group, client_id))
 
     # -- rebalance callbacks (run inside poll) ------------------------------------------------
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -225,8 +376,7 @@ class Lander(ConsumerRebalanceListener):
             segment = self._open.pop(tp, None)
             if segment is not None:
                 self._closed.setdefault(tp, []).append(segment)
-        self._submit_closed(consumer)
-        self._commit_done(consumer, block=True)
+        self._drain(consumer)
         for tp in revoked:
             self._to_recover.discard(tp)
 
@@ -248,35 +398,61 @@ class Lander(ConsumerRebalanceListener):
                         self.lake.delete(orphan)
                     self.lake.delete(path)
                     self.stats.recovered_orphans += len(intent["paths"])
-                    self._log(f"{tp.topic}[{tp.partition}]: removed {len(intent['paths'])} uncommitted objects "
-                              f"from offsets {intent['first_offset']}..{intent['last_offset']} (committed: {committed})")
+                    self._log(f"{tp.topic}[{tp.partition}]: removed {len(intent['paths'])} uncommitted objects from "
+                              f"offsets {intent['first_offset']}..{intent['last_offset']} (committed: {committed})")
             self.stats.partitions.add(f"{tp.topic}:{tp.partition}")
         self._to_recover.clear()
 
     def _append(self, tp: TopicPartition, records: list[Any]) -> None:
+        """Add a fetched batch to the partition's segments, closing them by size and record time.
+
+        Equivalent to checking the rules record by record (time before adding a record, size after),
+        but on whole slices: the consumer's thread is the lander's bottleneck.
+        """
         policy = self.policy
         rotate_ms = policy.rotate_interval_s * 1000
-        segment = self._open.get(tp)
+        offsets = [r.offset for r in records]
+        timestamps = [r.timestamp for r in records]
+        keys = [r.key for r in records]
+        values = [r.value for r in records]
+        ts = np.array(timestamps, dtype=np.int64)
+        try:
+            sizes = list(map(len, values))
+        except TypeError:  # tombstones (None values) are rare
+            sizes = [len(v) if v is not None else 0 for v in values]
+        cum_bytes = np.cumsum(np.array(sizes, dtype=np.int64))
         closed = self._closed.setdefault(tp, [])
-        for record in records:
-            if segment is not None and record.timestamp - segment.first_timestamp >= rotate_ms:
-                closed.append(segment)
-                segment = None
+        segment = self._open.pop(tp, None)
+        i, n = 0, len(records)
+        while i < n:
             if segment is None:
-                segment = Segment(tp, record.offset, record.timestamp)
-            segment.offsets.append(record.offset)
-            segment.timestamps.append(record.timestamp)
-            segment.keys.append(record.key)
-            segment.values.append(record.value)
-            segment.nbytes += len(record.value or b"")
-            if len(segment.offsets) >= policy.flush_records or segment.nbytes >= policy.flush_bytes:
-                closed.append(segment)
+                segment = Segment(tp, offsets[i], timestamps[i])
+            stop, close = n, False
+            room = policy.flush_records - len(segment.offsets)
+            if i + room <= n:
+                stop, close = i + room, True
+            late = np.flatnonzero(ts[i:stop] >= segment.first_timestamp + rotate_ms)
+            if late.size:
+                stop, close = i + int(late[0]), True
+            base = int(cum_bytes[i - 1]) if i else 0
+            full = int(np.searchsorted(cum_bytes[i:stop], policy.flush_bytes - segment.nbytes + base))
+            if full < stop - i:
+                stop, close = i + full + 1, True
+            segment.offsets.extend(offsets[i:stop])
+            segment.timestamps.extend(timestamps[i:stop])
+            segment.keys.extend(keys[i:stop])
+            segment.values.extend(values[i:stop])
+            segment.nbytes += int(cum_bytes[stop - 1]) - base if stop > i else 0
+            if close:
+                if segment.offsets:
+                    closed.append(segment)
                 segment = None
-        self.stats.consumed += len(records)
-        if segment is None:
-            self._open.pop(tp, None)
-        else:
+            i = stop
+        if segment is not None:
             self._open[tp] = segment
+        if self.stats.first_record is None:
+            self.stats.first_record = time.monotonic()
+        self.stats.consumed += n
 
     def _close_caught_up(self, consumer: KafkaConsumer, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
@@ -290,102 +466,45 @@ class Lander(ConsumerRebalanceListener):
             self._closed.setdefault(tp, []).append(self._open.pop(tp))
 
     def _submit_closed(self, consumer: KafkaConsumer) -> None:
-        ready = {tp: segs for tp, segs in self._closed.items() if segs}
-        if not ready:
+        """Hand closed segments to the writers: one task per partition at a time, so a partition's
+        intent always describes its only unfinished write."""
+        for tp in list(self._closed):
+            segments = self._closed[tp]
+            if not segments:
+                del self._closed[tp]
+                continue
+            busy = any(t == tp for _, t, _ in self._in_flight)
+            if busy and len(segments) < 2:
+                continue  # it goes with the next submit, once the partition's current write is done
+            while busy or len(self._in_flight) >= MAX_IN_FLIGHT:  # back-pressure bounds memory
+                self._commit(consumer, wait=1)
+                busy = any(t == tp for _, t, _ in self._in_flight)
+            del self._closed[tp]
+            future = self._writer.submit(_write_in_writer, tp, segments)
+            self._in_flight.append((future, tp, segments[-1].last_offset + 1))
+
+    def _commit(self, consumer: KafkaConsumer, *, wait: int) -> None:
+        """Commit, in submission order, every finished write (waiting for at least ``wait`` of them)."""
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        written: list[Written] = []
+        while self._in_flight and (len(written) < wait or self._in_flight[0][0].done()):
+            future, tp, next_offset = self._in_flight.popleft()
+            written.append(future.result())  # a failed write raises here, before any offset moves
+            offsets[tp] = OffsetAndMetadata(next_offset, "", -1)
+        if not offsets:
             return
-        self._closed = {}
-        while len(self._in_flight) >= MAX_IN_FLIGHT:  # back-pressure bounds the bytes held in memory
-            self._commit_oldest(consumer)
-        offsets = {tp: segs[-1].last_offset + 1 for tp, segs in ready.items()}
-        future = self._writer.submit(self._write_all, ready)
-        self._in_flight.append((future, offsets))
-
-    def _commit_done(self, consumer: KafkaConsumer, *, block: bool) -> None:
-        while self._in_flight and (block or self._in_flight[0][0].done()):
-            self._commit_oldest(consumer)
-
-    def _commit_oldest(self, consumer: KafkaConsumer) -> None:
-        future, offsets = self._in_flight.popleft()
-        written = future.result()  # a failed write raises here, before any offset moves
-        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        consumer.commit(offsets)
         for w in written:
             self.stats.landed += w.rows
             self.stats.dead_letters += w.dead_letters
             self.stats.files += len(w.files)
             self.stats.manifests += 1
 
-    # -- writing (writer thread) ---------------------------------------------------------------
-    def _write_all(self, ready: dict[TopicPartition, list[Segment]]) -> list[Written]:
-        return [self._write_partition(tp, segments) for tp, segments in ready.items()]
-
-    def _write_partition(self, tp: TopicPartition, segments: list[Segment]) -> Written:
-        codec = self.codecs[tp.topic]
-        planned: list[tuple[str, pa.Table, dict[str, Any]]] = []
-        for segment in segments:
-            planned.extend(self._plan_segment(codec, segment))
-        first, last = segments[0].first_offset, segments[-1].last_offset
-        manifest_path = f"{manifest_prefix(self.spec.name)}/{tp.topic}/{_file_name(tp, first)[:-8]}.json"
-        intent = {"first_offset": first, "last_offset": last, "paths": [p for p, _, _ in planned] + [manifest_path]}
-        self.lake.write(intent_path(self.spec.name, tp), json.dumps(intent).encode())
-        # Parquet encoding and fsync/PUT release the GIL: overlap them across files.
-        list(self._io.map(self._write_parquet, [(path, table) for path, table, _ in planned]))
-        files = [dict(info, path=path) for path, _, info in planned]
-        rows = sum(f["rows"] for f in files if f["kind"] == "raw")
-        dead = sum(f["rows"] for f in files if f["kind"] == "dead_letter")
-        manifest = {
-            "pipeline": self.spec.name, "spec_hash": self.spec.spec_hash, "lander_version": __version__,
-            "topic": tp.topic, "partition": tp.partition, "first_offset": first, "last_offset": last,
-            "rows": rows, "dead_letters": dead, "files": files,
-            "partitions_touched": sorted({f["lake_partition"] for f in files if f["kind"] == "raw"}),
-            "landed_at": datetime.now(timezone.utc).isoformat(),
-        }
-        self.lake.write(manifest_path, json.dumps(manifest, indent=1).encode())
-        return Written(tp, last + 1, rows, dead, files, manifest_path)
-
-    def _write_parquet(self, item: tuple[str, pa.Table]) -> None:
-        path, table = item
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        self.lake.write(path, buffer.getvalue())
-
-    def _plan_segment(self, codec: EventCodec, segment: Segment) -> list[tuple[str, pa.Table, dict[str, Any]]]:
-        tp = segment.tp
-        accepted, rejected = codec.validate(segment.values)  # type: ignore[arg-type]
-        planned = []
-        if accepted:
-            table = codec.to_table([segment.values[i] for i in accepted])  # type: ignore[misc]
-            offsets = pa.array([segment.offsets[i] for i in accepted], pa.int64())
-            table = table.append_column("_kafka_partition", pa.array([tp.partition] * len(accepted), pa.int32()))
-            table = table.append_column("_kafka_offset", offsets)
-            table = table.append_column(
-                "_kafka_timestamp", pa.array([segment.timestamps[i] for i in accepted], pa.timestamp("ms", tz="UTC")))
-            hours = pc.divide(table[codec.event.time_field].cast(pa.int64()), HOUR_US)
-            for hour in pc.unique(hours).to_pylist():
-                part = table.filter(pc.equal(hours, hour))
-                start = datetime.fromtimestamp(hour * 3600, tz=timezone.utc)
-                lake_partition = f"event_date={start:%Y-%m-%d}/event_hour={start:%H}"
-                first_offset = part["_kafka_offset"][0].as_py()
-                path = f"{raw_prefix(self.spec.name, tp.topic)}/{lake_partition}/{_file_name(tp, first_offset)}"
-                times = part[codec.event.time_field]
-                info = {"kind": "raw", "rows": part.num_rows, "lake_partition": lake_partition,
-                        "first_offset": first_offset, "last_offset": part["_kafka_offset"][-1].as_py(),
-                        "min_event_time": pc.min(times).as_py().isoformat(),
-                        "max_event_time": pc.max(times).as_py().isoformat()}
-                planned.append((path, part, info))
-        if rejected:
-            idx = [r.index for r in rejected]
-            first_offset = segment.offsets[idx[0]]
-            day = datetime.fromtimestamp(segment.timestamps[idx[0]] / 1000, tz=timezone.utc)
-            dlq = pa.table({
-                "topic": [tp.topic] * len(idx), "partition": [tp.partition] * len(idx),
-                "offset": [segment.offsets[i] for i in idx], "kafka_timestamp": [segment.timestamps[i] for i in idx],
-                "key": [segment.keys[i] for i in idx], "value": [segment.values[i] for i in idx],
-                "error": [r.error for r in rejected],
-            }, schema=DLQ_SCHEMA)
-            path = f"{dlq_prefix(self.spec.name, tp.topic)}/kafka_date={day:%Y-%m-%d}/{_file_name(tp, first_offset)}"
-            planned.append((path, dlq, {"kind": "dead_letter", "rows": len(idx), "first_offset": first_offset,
-                                        "last_offset": segment.offsets[idx[-1]]}))
-        return planned
+    def _drain(self, consumer: KafkaConsumer) -> None:
+        """Submit everything closed and commit it all (end of run, lost partitions)."""
+        while self._closed or self._in_flight:
+            self._submit_closed(consumer)
+            self._commit(consumer, wait=len(self._in_flight))
 
     # -- reporting ----------------------------------------------------------------------------
     def _lag(self, consumer: KafkaConsumer) -> int | None:
@@ -412,15 +531,18 @@ class Lander(ConsumerRebalanceListener):
         print(f"[ingest {self.spec.name}] {message}", file=sys.stderr, flush=True)
 
     def summary(self, mode: str, end_offsets: dict[str, int]) -> dict[str, Any]:
-        elapsed = time.monotonic() - self.stats.started
+        now = time.monotonic()
+        first = self.stats.first_record
+        landing = now - first if first is not None else 0.0
         return {
             "pipeline": self.spec.name, "mode": mode, "lake": self.lake.uri,
             "consumer_group": self.policy.consumer_group, "consumed": self.stats.consumed,
             "landed": self.stats.landed, "dead_letters": self.stats.dead_letters, "files": self.stats.files,
             "manifests": self.stats.manifests, "recovered_orphans": self.stats.recovered_orphans,
             "rebalances": self.stats.rebalances, "partitions": sorted(self.stats.partitions),
-            "end_offsets": end_offsets, "seconds": round(elapsed, 2),
-            "events_per_s": round(self.stats.consumed / elapsed, 1) if elapsed else None,
+            "end_offsets": end_offsets, "seconds": round(now - self.stats.started, 2),
+            "seconds_to_first_record": round(first - self.stats.started, 2) if first is not None else None,
+            "events_per_s": round(self.stats.consumed / landing, 1) if landing else None,
         }
 
 

@@ -102,6 +102,10 @@ class S3Lake(Lake):
         self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
         self._s3 = boto3.client("s3", endpoint_url=endpoint_url)
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str | None]]:
+        # boto3 clients do not pickle; the lander's writer process builds its own
+        return (S3Lake, (self.bucket, self.prefix, self.endpoint_url))
+
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 

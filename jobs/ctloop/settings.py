@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _default_lake(self) -> "Settings":
+    def _default_lake(self) -> Settings:
         if not self.lake_uri:
             object.__setattr__(self, "lake_uri", (self.state_dir.resolve() / "lake").as_uri())
         return self

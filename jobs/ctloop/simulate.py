@@ -57,7 +57,8 @@ def load_simulator(spec: PipelineSpec, seed: int) -> Simulator:
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError) as exc:
-        raise SpecError(f"pipeline {spec.name!r}: simulator.generator: cannot import {spec.simulator.generator!r}: {exc}") from None
+        raise SpecError(f"pipeline {spec.name!r}: simulator.generator: cannot import "
+                        f"{spec.simulator.generator!r}: {exc}") from None
     return cls(spec, seed, **spec.simulator.params)
 
 
@@ -245,7 +246,8 @@ class FraudSimulator:
             kind = bad_rng.choice(BAD_KINDS)
             required = sorted(name for name, f in event.fields.items() if f.required)
             yield SimMessage(stream, event.topic, key,
-                             _corrupt(body, kind, event.max_event_bytes, event.time_field, required, bad_rng), kind, None, ts)
+                             _corrupt(body, kind, event.max_event_bytes, event.time_field, required, bad_rng),
+                             kind, None, ts)
             return
         yield SimMessage(stream, event.topic, key, msgspec.json.encode(body), "valid", event_id, ts)
 

@@ -36,7 +36,7 @@ class FieldSpec(_Strict):
     max_length: int | None = Field(None, gt=0, description="For strings: longest value accepted.")
 
     @model_validator(mode="after")
-    def _constraints_fit_type(self) -> "FieldSpec":
+    def _constraints_fit_type(self) -> FieldSpec:
         if (self.allowed is not None or self.max_length is not None) and self.type != "string":
             raise ValueError(f"'allowed' and 'max_length' apply to string fields, not {self.type}")
         if (self.min is not None or self.max is not None) and self.type not in ("int", "double"):
@@ -54,7 +54,7 @@ class EventSpec(_Strict):
     fields: dict[str, FieldSpec]
 
     @model_validator(mode="after")
-    def _roles_name_fields(self) -> "EventSpec":
+    def _roles_name_fields(self) -> EventSpec:
         for role in ("key", "id_field", "time_field"):
             name = getattr(self, role)
             if name not in self.fields:
@@ -101,7 +101,7 @@ class PipelineSpec(_Strict):
     simulator: SimulatorSpec | None = None
 
     @model_validator(mode="after")
-    def _cross_refs(self) -> "PipelineSpec":
+    def _cross_refs(self) -> PipelineSpec:
         if self.primary not in self.events:
             raise ValueError(f"primary {self.primary!r} is not one of the events ({', '.join(self.events)})")
         if self.labels.events not in self.events:

@@ -84,6 +84,13 @@ def services(settings: Settings) -> list[Service]:
     return [broker]
 
 
+def free_port() -> int:
+    """A port nothing listens on right now (tests and benchmarks run private stacks on one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)

@@ -6,9 +6,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The test modules import infra_helpers from this folder, whatever pytest's import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from infra_helpers import K8S, OVERLAYS, REPO, parse_objects, render
 
 

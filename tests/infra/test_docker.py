@@ -200,3 +200,4 @@ def test_copy_sources_are_in_the_build_context(image: str) -> None:
             assert not _ignored(src.rstrip("/"), patterns), (
                 f"{image}: COPY {src} is excluded by .dockerignore"
             )
+            assert (REPO / src).exists(), f"{image}: COPY {src}: no such path in a clean clone"

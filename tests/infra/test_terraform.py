@@ -5,7 +5,10 @@ backend, and the security-relevant settings are what the design says."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +309,18 @@ def test_outputs_feed_the_overlay(env: str) -> None:
         "eks.amazonaws.com/role-arn",
     ):
         assert key in helm, key
+
+
+def test_terraform_fmt_when_available() -> None:
+    """`terraform fmt` needs no providers or network; CI machines without terraform skip it."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform not installed")
+    result = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", "-diff", str(TERRAFORM)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ctloop.lake import open_lake
 from ctloop.simulate import load_simulator
 from ctloop.spec import load_spec
+
 from tests.conftest import make_pipeline, settings_env, settings_for
 from tests.lakecheck import assert_exactly_once
 

@@ -1,0 +1,51 @@
+# ctloop — two commands from a fresh clone: `make demo` and `make test`.
+# Both bootstrap uv (from PyPI) and the locked environment themselves.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+UV_VERSION := 0.13.9
+
+# uv: the one on PATH, else a private copy installed from PyPI into .tools/
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+export PATH := $(dir $(UV)):$(PATH)
+export UV_PYTHON := 3.11
+RUN := $(UV) run --frozen
+
+.PHONY: demo test test-fast bench bench-ingest sync lint stack-down clean help
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+sync: .venv/.synced  ## install the locked environment into .venv
+
+demo: .venv/.synced  ## run the loop end to end on the embedded stack (local runtime)
+	$(RUN) ctloop demo
+
+test: .venv/.synced  ## every test: unit, integration (real broker, moto S3), infra (checkov, kustomize)
+	$(RUN) pytest
+
+test-fast: .venv/.synced  ## the tests without the SIGKILL chaos loops
+	$(RUN) pytest -m "not slow"
+
+bench: bench-ingest  ## every benchmark; each prints one JSON line with its baseline
+
+bench-ingest: .venv/.synced  ## lander events/s against a bare kafka-python consumer
+	$(RUN) python -m benchmarks.bench_ingest
+
+lint: .venv/.synced  ## ruff
+	$(RUN) ruff check jobs tests benchmarks
+
+stack-down: .venv/.synced  ## stop the embedded services that `make demo` started
+	$(RUN) ctloop stack down
+
+clean: stack-down  ## stop the stack and remove local state (.state/)
+	rm -rf .state
