@@ -162,6 +162,28 @@ class Written:
     manifest: str
 
 
+class LanderMetrics:
+    """Prometheus metrics, served on ``CTLOOP_METRICS_PORT`` (the Grafana dashboard reads these names)."""
+
+    def __init__(self, pipeline: str, port: int) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        registry = CollectorRegistry()
+        self.events = Counter("ctloop_lander_events", "Events committed to the lake, by outcome.",
+                              ["pipeline", "outcome"], registry=registry)
+        self.lag = Gauge("ctloop_lander_consumer_lag", "Records behind the partitions' high watermarks.",
+                         ["pipeline"], registry=registry)
+        self.last_landed = Gauge("ctloop_lander_last_landed_timestamp_seconds",
+                                 "Unix time of the last committed landing.", ["pipeline"], registry=registry)
+        self.pipeline = pipeline
+        start_http_server(port, registry=registry)
+
+    def landed(self, rows: int, dead_letters: int) -> None:
+        self.events.labels(self.pipeline, "landed").inc(rows)
+        self.events.labels(self.pipeline, "dead_letter").inc(dead_letters)
+        self.last_landed.labels(self.pipeline).set_to_current_time()
+
+
 @dataclass
 class Stats:
     started: float = field(default_factory=time.monotonic)
@@ -301,6 +323,7 @@ class Lander(ConsumerRebalanceListener):
         self._stop = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._last_progress = time.monotonic()
+        self._metrics = LanderMetrics(spec.name, settings.metrics_port) if settings.metrics_port else None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -499,6 +522,8 @@ class Lander(ConsumerRebalanceListener):
             self.stats.dead_letters += w.dead_letters
             self.stats.files += len(w.files)
             self.stats.manifests += 1
+            if self._metrics:
+                self._metrics.landed(w.rows, w.dead_letters)
 
     def _drain(self, consumer: KafkaConsumer) -> None:
         """Submit everything closed and commit it all (end of run, lost partitions)."""
@@ -523,6 +548,8 @@ class Lander(ConsumerRebalanceListener):
         self._last_progress = now
         elapsed = now - self.stats.started
         lag = self._lag(consumer)
+        if self._metrics and lag is not None:
+            self._metrics.lag.labels(self.spec.name).set(lag)
         self._log(f"consumed {self.stats.consumed:,} | landed {self.stats.landed:,} | dead letters "
                   f"{self.stats.dead_letters:,} | {self.stats.consumed / elapsed:,.0f} events/s | lag "
                   f"{'?' if lag is None else f'{lag:,}'}")

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     )
     broker_port: int = Field(19092, ge=1, le=65535, description="Port of the embedded Tansu broker.")
     pipelines_dir: Path = Field(Path("pipelines"), description="Folder holding the pipeline specs.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics of long-running jobs (the lander) on this port."
+    )
 
     @field_validator("lake_uri")
     @classmethod

@@ -149,3 +149,35 @@ def test_broker_that_never_comes_is_a_clear_error(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "ctloop ingest: error: topics: no Kafka broker reachable" in proc.stderr
+
+
+def test_follow_serves_prometheus_metrics(tmp_path: Path, broker: str) -> None:
+    """The names and labels the Grafana dashboard and the Kubernetes probes rely on."""
+    import urllib.request
+
+    port = free_port()
+    spec, settings = _setup(tmp_path, broker)
+    env = {**settings_env(settings), "CTLOOP_METRICS_PORT": str(port)}
+    produced = produce(spec, settings, events=1500, seed=SEED, bad_fraction=0.05)
+    lander = subprocess.Popen([sys.executable, "-m", "ctloop.cli", "ingest", "--pipeline", "fraud", "--follow"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, text = time.monotonic() + 90, ""
+        while time.monotonic() < deadline:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                text = ""
+            landed = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("ctloop_lander_events_total{"))
+            if landed >= produced["messages"]:
+                break
+            time.sleep(0.5)
+        assert 'ctloop_lander_events_total{outcome="landed",pipeline="fraud"}' in text, text
+        assert 'ctloop_lander_events_total{outcome="dead_letter",pipeline="fraud"}' in text
+        assert landed == produced["messages"]
+        assert 'ctloop_lander_last_landed_timestamp_seconds{pipeline="fraud"}' in text
+        assert "ctloop_lander_consumer_lag" in text
+    finally:
+        lander.terminate()
+        lander.wait(60)
