@@ -188,6 +188,7 @@ class LanderMetrics:
 class Stats:
     started: float = field(default_factory=time.monotonic)
     first_record: float | None = None
+    finished: float | None = None  # everything landed and committed (before the consumer leaves its group)
     consumed: int = 0
     landed: int = 0
     dead_letters: int = 0
@@ -368,6 +369,7 @@ class Lander(ConsumerRebalanceListener):
                     break
             self._close_all()
             self._drain(consumer)
+            self.stats.finished = time.monotonic()
         finally:
             self._consumer = None  # the close below revokes partitions: nothing left to land by then
             consumer.close(autocommit=False)
@@ -560,7 +562,7 @@ class Lander(ConsumerRebalanceListener):
     def summary(self, mode: str, end_offsets: dict[str, int]) -> dict[str, Any]:
         now = time.monotonic()
         first = self.stats.first_record
-        landing = now - first if first is not None else 0.0
+        landing = (self.stats.finished or now) - first if first is not None else 0.0
         return {
             "pipeline": self.spec.name, "mode": mode, "lake": self.lake.uri,
             "consumer_group": self.policy.consumer_group, "consumed": self.stats.consumed,
