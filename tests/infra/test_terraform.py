@@ -1,7 +1,8 @@
 """Terraform, checked statically (no provider download, no AWS account): every file parses,
 modules follow the modules/<name>/{main,variables,outputs,versions}.tf layout, variables are
-typed and described, providers are pinned, environments compose the modules over a remote
-backend, and the security-relevant settings are what the design says."""
+typed and described, providers are pinned, the platform module composes the building blocks,
+environments call it over a remote backend, and the security-relevant settings are what the
+design says."""
 
 from __future__ import annotations
 
@@ -31,7 +32,13 @@ from infra_helpers import (
 MODULES = sorted(p.name for p in (TERRAFORM / "modules").iterdir() if p.is_dir())
 ENVS = sorted(p.name for p in (TERRAFORM / "envs").iterdir() if p.is_dir())
 ROOTS = [TERRAFORM / "modules" / m for m in MODULES] + [TERRAFORM / "envs" / e for e in ENVS]
-REQUIRED_MODULES = {"network", "lake", "eks", "msk", "rds", "redis", "ecr", "irsa"}
+REQUIRED_MODULES = {"network", "lake", "eks", "msk", "rds", "redis", "ecr", "irsa", "platform"}
+# The composition module: the one module the environments call; it calls every other module.
+PLATFORM = "platform"
+# Modules used inside other modules rather than by the platform directly.
+NESTED_MODULES = {"irsa": ["workload_iam"], "kms_key": ["network", "lake", "eks", "msk", "rds", "redis", "ecr"]}
+# The building blocks whose key also encrypts their CloudWatch log group.
+LOGGING_MODULES = {"network", "eks", "msk", "redis"}
 
 
 def _module(name: str) -> dict[str, list[Any]]:
@@ -40,6 +47,11 @@ def _module(name: str) -> dict[str, list[Any]]:
 
 def _env(name: str) -> dict[str, list[Any]]:
     return load_tf_dir(TERRAFORM / "envs" / name)
+
+
+def _platform_call(env: str) -> dict[str, Any]:
+    """The arguments an environment passes to the platform module (its sizes and switches)."""
+    return module_calls(_env(env))[PLATFORM]
 
 
 def test_every_tf_file_parses() -> None:
@@ -97,18 +109,75 @@ def test_environment_composes_modules_over_remote_state(env: str) -> None:
     assert backend["encrypt"] is True and backend["use_lockfile"] is True
     assert (TERRAFORM / "envs" / env / "backend.hcl.example").exists()
     calls = module_calls(tf)
-    sources = {body["source"] for body in calls.values()}
-    assert all(s.startswith("../../modules/") for s in sources), sources
-    composed = {s.removeprefix("../../modules/") for s in sources}
-    assert composed | {"irsa"} == set(MODULES), "every module is used (irsa through workload_iam)"
-    assert not resources(tf, "aws_s3_bucket"), "environments compose modules, they do not declare resources"
+    assert {n: body["source"] for n, body in calls.items()} == {PLATFORM: f"../../modules/{PLATFORM}"}
+    assert not tf.get("resource") and not tf.get("data"), "environments call the platform, they declare nothing"
+
+
+def test_platform_composes_every_module() -> None:
+    tf = _module(PLATFORM)
+    sources = {body["source"] for body in module_calls(tf).values()}
+    assert all(s.startswith("../") for s in sources), sources
+    composed = {s.removeprefix("../") for s in sources}
+    assert composed == set(MODULES) - {PLATFORM, *NESTED_MODULES}
+    # The rest are used inside the building blocks; nothing is left unused.
+    reachable, todo = set(), [PLATFORM]
+    while todo:
+        for body in module_calls(_module(todo.pop())).values():
+            name = body["source"].removeprefix("../")
+            if name not in reachable:
+                reachable.add(name)
+                todo.append(name)
+    assert reachable | {PLATFORM} == set(MODULES)
+    for nested, users in NESTED_MODULES.items():
+        for user in users:
+            assert f"../{nested}" in {b["source"] for b in module_calls(_module(user)).values()}, (nested, user)
+    assert not tf.get("resource"), "the platform composes modules, it does not declare resources"
 
 
 def test_environments_compose_the_same_modules() -> None:
     assert set(module_calls(_env("dev"))) == set(module_calls(_env("prod")))
+    # Both set the same platform knobs, and every knob without a default.
+    assert set(_platform_call("dev")) == set(_platform_call("prod"))
+    required = {n for n, v in variables(_module(PLATFORM)).items() if "default" not in v}
+    assert required <= set(_platform_call("dev")), required - set(_platform_call("dev"))
     assert {n: v.get("type") for n, v in variables(_env("dev")).items()} == {
         n: v.get("type") for n, v in variables(_env("prod")).items()
     }
+
+
+# --- encryption keys and logs ----------------------------------------------------------------
+
+
+def test_keys_rotate_and_log_groups_are_encrypted_with_a_key_scoped_to_them() -> None:
+    tf = _module("kms_key")
+    key = resources(tf, "aws_kms_key")["this"]
+    assert key["enable_key_rotation"] is True
+    statements = tf["locals"][0]
+    assert statements["account_administers"]["Principal"] == {
+        "AWS": "arn:${local.partition}:iam::${local.account_id}:root"
+    }
+    logs_use = statements["cloudwatch_logs_use"]
+    assert logs_use["Principal"] == {"Service": "logs.${local.region}.amazonaws.com"}
+    condition = logs_use["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+    assert condition.endswith(':log-group:${coalesce(var.log_group_name, "-")}'), (
+        "CloudWatch Logs may use the key for this group only"
+    )
+    assert "local.cloudwatch_logs_use" in key["policy"] and "local.with_logs" in key["policy"]
+    group = resources(tf, "aws_cloudwatch_log_group")["this"]
+    assert group["kms_key_id"] == "${aws_kms_key.this.arn}" and group["name"] == "${var.log_group_name}"
+    retention = variables(tf)["log_retention_days"]
+    assert retention["default"] >= 365
+    assert block(retention, "validation")["condition"] == "${var.log_retention_days >= 365}", (
+        "a year of logs is enforced at plan time, whatever each caller passes"
+    )
+    for user in NESTED_MODULES["kms_key"]:
+        user_tf = _module(user)
+        assert not resources(user_tf, "aws_kms_key"), f"{user}: keys come from modules/kms_key"
+        assert not resources(user_tf, "aws_cloudwatch_log_group"), f"{user}: log groups come from modules/kms_key"
+        call = module_calls(user_tf)["kms"]
+        assert call["source"] == "../kms_key" and call["description"], user
+        if user in LOGGING_MODULES:
+            assert call["log_retention_days"].startswith("${var.") and call["log_group_name"], user
 
 
 # --- EKS -------------------------------------------------------------------------------------
@@ -118,13 +187,28 @@ def test_gpu_node_group_is_tainted_and_labelled() -> None:
     tf = _module("eks")
     taint_local = tf["locals"][0]["gpu_taint"]
     assert taint_local == {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
-    groups = resources(tf, "aws_eks_node_group")
-    gpu, cpu = groups["gpu"], groups["cpu"]
-    taint = block(gpu, "taint")
-    assert taint["effect"] == "${local.gpu_taint.effect}" and taint["key"] == "${local.gpu_taint.key}"
-    assert "NVIDIA" in gpu["ami_type"]
+    # One node group per pool; each pool's AMI, labels and taints come from local.node_pools.
+    pools = tf["locals"][0]["node_pools"]
+    assert set(pools) == {"cpu", "gpu"}
+    gpu, cpu = pools["gpu"], pools["cpu"]
+    group = resources(tf, "aws_eks_node_group")["this"]
+    assert group["for_each"] == "${local.node_pools}"
+    assert group["ami_type"] == "${each.value.ami_type}" and group["labels"] == "${each.value.labels}"
+    taint = block(block(group, "dynamic"), "taint")
+    assert taint["for_each"] == "${each.value.taints}"
+    assert block(taint, "content") == {
+        "key": "${taint.value.key}",
+        "value": "${taint.value.value}",
+        "effect": "${taint.value.effect}",
+    }
+    assert gpu["taints"] == ["${local.gpu_taint}"]
+    assert "NVIDIA" in gpu["ami_type"] and "NVIDIA" not in cpu["ami_type"]
     assert gpu["labels"]["ctloop.io/node-pool"] == "gpu"
-    assert cpu["labels"]["ctloop.io/node-pool"] == "cpu" and "taint" not in cpu
+    assert cpu["labels"]["ctloop.io/node-pool"] == "cpu" and cpu["taints"] == []
+    assert gpu["tags"]["k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"] == "true:NoSchedule"
+    launch_template = resources(tf, "aws_launch_template")["this"]
+    assert launch_template["for_each"] == "${local.node_pools}"
+    assert block(group, "launch_template")["id"] == "${aws_launch_template.this[each.key].id}"
 
 
 def test_eks_hardening_and_version() -> None:
@@ -132,8 +216,12 @@ def test_eks_hardening_and_version() -> None:
     cluster = resources(tf, "aws_eks_cluster")["this"]
     assert cluster["version"] == "${var.kubernetes_version}"
     assert variables(tf)["kubernetes_version"]["default"] == KUBERNETES_VERSION.rsplit(".", 1)[0]
+    minor = KUBERNETES_VERSION.rsplit(".", 1)[0]
+    platform = _module(PLATFORM)
+    assert module_calls(platform)["eks"]["kubernetes_version"] == "${var.kubernetes_version}"
+    assert variables(platform)["kubernetes_version"]["default"] == minor
     for env in ("dev", "prod"):
-        assert module_calls(_env(env))["eks"]["kubernetes_version"] == KUBERNETES_VERSION.rsplit(".", 1)[0]
+        assert _platform_call(env).get("kubernetes_version", minor) == minor, env
     assert block(cluster, "encryption_config")["resources"] == ["secrets"]
     assert set(cluster["enabled_cluster_log_types"]) == {
         "api",
@@ -161,37 +249,50 @@ def test_eks_hardening_and_version() -> None:
 
 def test_lake_bucket_is_versioned_encrypted_private_and_tiered() -> None:
     tf = _module("lake")
-    assert (
-        block(resources(tf, "aws_s3_bucket_versioning")["lake"], "versioning_configuration")["status"]
-        == "Enabled"
-    )
+    # Versioning, the public access block, bucket-owner objects and the TLS-only policy are shared
+    # by the lake and its access-log bucket: one for_each over both.
+    buckets = tf["locals"][0]["buckets"]
+    assert buckets == {"lake": "${aws_s3_bucket.lake}", "logs": "${aws_s3_bucket.logs}"}
+    versioning = resources(tf, "aws_s3_bucket_versioning")["this"]
+    assert versioning["for_each"] == "${local.buckets}" and versioning["bucket"] == "${each.value.id}"
+    assert block(versioning, "versioning_configuration")["status"] == "Enabled"
     sse = block(
         block(resources(tf, "aws_s3_bucket_server_side_encryption_configuration")["lake"], "rule"),
         "apply_server_side_encryption_by_default",
     )
-    assert sse["sse_algorithm"] == "aws:kms" and sse["kms_master_key_id"] == "${aws_kms_key.lake.arn}"
-    pab = resources(tf, "aws_s3_bucket_public_access_block")["lake"]
+    assert sse["sse_algorithm"] == "aws:kms" and sse["kms_master_key_id"] == "${module.kms.key_arn}"
+    pab = resources(tf, "aws_s3_bucket_public_access_block")["this"]
+    assert pab["for_each"] == "${local.buckets}" and pab["bucket"] == "${each.value.id}"
     assert all(
         pab[k] is True
         for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
     )
+    ownership = resources(tf, "aws_s3_bucket_ownership_controls")["this"]
+    assert ownership["for_each"] == "${local.buckets}"
+    assert block(ownership, "rule")["object_ownership"] == "BucketOwnerEnforced"
     rules = resources(tf, "aws_s3_bucket_lifecycle_configuration")["lake"]["rule"]
     ids = {r["id"] for r in rules}
     assert {"abort-incomplete-uploads", "expire-noncurrent-versions", "tier-raw"} <= ids
     assert all(r["status"] == "Enabled" for r in rules)
     assert resources(tf, "aws_s3_bucket_logging")["lake"]["target_bucket"] == "${aws_s3_bucket.logs.id}"
-    policy = next(
-        iter(d for item in tf["data"] for kind, d in item.items() if kind == "aws_iam_policy_document")
-    )["lake_tls_only"]
-    statement = block(policy, "statement")
+    docs = {n: d for item in tf["data"] for n, d in item.get("aws_iam_policy_document", {}).items()}
+    tls_only = docs["tls_only"]
+    assert tls_only["for_each"] == "${local.buckets}"
+    statement = block(tls_only, "statement")
+    assert statement["resources"] == ["${each.value.arn}", "${each.value.arn}/*"]
     assert (
         statement["effect"] == "Deny" and block(statement, "condition")["variable"] == "aws:SecureTransport"
     )
+    # Both bucket policies carry the TLS-only statement.
+    policies = resources(tf, "aws_s3_bucket_policy")
+    assert policies["lake"]["policy"] == '${data.aws_iam_policy_document.tls_only["lake"].json}'
+    assert policies["logs"]["policy"] == "${data.aws_iam_policy_document.logs_delivery.json}"
+    assert docs["logs_delivery"]["source_policy_documents"] == [
+        '${data.aws_iam_policy_document.tls_only["logs"].json}'
+    ]
     for name in ("lake", "logs"):
-        assert (
-            resources(tf, "aws_kms_key").get("lake")
-            and resources(tf, "aws_s3_bucket_public_access_block")[name]
-        )
+        assert module_calls(tf)["kms"]["source"] == "../kms_key" and resources(tf, "aws_s3_bucket")[name]
+        assert resources(tf, "aws_s3_bucket_policy")[name]["bucket"] == f"${{aws_s3_bucket.{name}.id}}"
 
 
 # --- data services ---------------------------------------------------------------------------
@@ -236,12 +337,24 @@ def test_ecr_tags_are_immutable_and_scanned() -> None:
 
 
 def test_prod_keeps_the_safety_switches_on() -> None:
-    calls = module_calls(_env("prod"))
-    assert calls["rds"]["multi_az"] is True and calls["rds"]["deletion_protection"] is True
-    assert calls["lake"]["force_destroy"] is False
-    assert calls["network"]["single_nat_gateway"] is False
-    assert calls["msk"]["auto_create_topics"] is False and calls["msk"]["min_insync_replicas"] >= 2
-    assert calls["redis"]["num_cache_clusters"] >= 2
+    prod = _platform_call("prod")
+    assert prod["rds"]["multi_az"] is True and prod["rds"]["deletion_protection"] is True
+    assert prod["lake_force_destroy"] is False
+    assert prod["single_nat_gateway"] is False
+    assert prod["msk"]["auto_create_topics"] is False and prod["msk"]["min_insync_replicas"] >= 2
+    assert prod["redis"]["num_cache_clusters"] >= 2
+    # ... and the platform hands each switch to the module that enforces it, unchanged.
+    calls = module_calls(_module(PLATFORM))
+    assert calls["rds"]["multi_az"] == "${var.rds.multi_az}"
+    assert calls["rds"]["deletion_protection"] == "${var.rds.deletion_protection}"
+    assert calls["lake"]["force_destroy"] == "${var.lake_force_destroy}"
+    assert calls["network"]["single_nat_gateway"] == "${var.single_nat_gateway}"
+    assert calls["msk"]["auto_create_topics"] == "${var.msk.auto_create_topics}"
+    assert calls["msk"]["min_insync_replicas"] == "${var.msk.min_insync_replicas}"
+    assert calls["redis"]["num_cache_clusters"] == "${var.redis.num_cache_clusters}"
+    # Left out, the platform's switches fall back to the safe side.
+    defaults = {n: v.get("default") for n, v in variables(_module(PLATFORM)).items()}
+    assert defaults["lake_force_destroy"] is False and defaults["single_nat_gateway"] is False
 
 
 # --- IAM -------------------------------------------------------------------------------------
@@ -262,17 +375,53 @@ def test_irsa_trust_is_limited_to_named_service_accounts() -> None:
     assert "validation" in variables(tf)["service_accounts"]
 
 
+OBJECT_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+LIST_ACTIONS = {"s3:ListBucket", "s3:GetBucketLocation"}
+
+
 def test_workload_policies_name_their_resources() -> None:
     """Least privilege: no statement grants on Resource "*", and each workload's trust names the
     service account the k8s manifests use."""
     tf = _module("workload_iam")
-    for item in tf["data"]:
-        for doc in item.get("aws_iam_policy_document", {}).values():
-            for statement in doc.get("statement", []):
-                assert "*" not in statement.get("resources", []), statement
-                assert not any(a.endswith(":*") or a == "*" for a in statement["actions"]), statement
-    calls = module_calls(tf)
-    assert {c["service_accounts"][0] for n, c in calls.items() if n != "airflow"} == {
+
+    def no_wildcard_action(actions: list[str]) -> bool:
+        return not any(a.endswith(":*") or a == "*" for a in actions)
+
+    docs = {n: d for item in tf["data"] for n, d in item.get("aws_iam_policy_document", {}).items()}
+    for name, doc in docs.items():
+        if name == "workload":  # built from local.workloads, checked below
+            continue
+        for statement in doc.get("statement", []):
+            assert "*" not in statement.get("resources", []), statement
+            assert no_wildcard_action(statement["actions"]), statement
+    # The per-workload policy: objects only under the workload's prefixes of the lake bucket, and
+    # ListBucket only with s3:prefix restricted to the same prefixes.
+    workload_doc = docs["workload"]
+    assert workload_doc["for_each"] == "${local.workloads}"
+    objects = block(workload_doc, "statement")
+    assert objects["actions"] == "${each.value.object_actions}"
+    assert objects["resources"] == '${[for prefix in each.value.prefixes : "${var.lake_bucket_arn}/${prefix}*"]}'
+    listing = block(block(workload_doc, "dynamic"), "statement")["content"][0]
+    assert listing["resources"] == ["${var.lake_bucket_arn}"]
+    condition = block(listing, "condition")
+    assert condition["test"] == "StringLike" and condition["variable"] == "s3:prefix"
+    assert condition["values"] == '${[for prefix in statement.value.prefixes : "${prefix}*"]}'
+    workloads = tf["locals"][0]["workloads"]
+    assert set(workloads) == {"lander", "job", "serving", "feast", "mlflow", "airflow"}
+    for name, workload in workloads.items():
+        assert workload["prefixes"], name
+        for prefix in workload["prefixes"]:
+            assert prefix.endswith("/") and prefix.strip("/"), (name, prefix)  # never the whole bucket
+        # An allowlist, so no statement built from this table can escalate privileges or reach
+        # beyond the bucket (checkov cannot expand the for_each document to check that itself).
+        assert workload["object_actions"] and set(workload["object_actions"]) <= OBJECT_ACTIONS, name
+        assert set(workload["list_actions"]) <= LIST_ACTIONS, name
+        assert set(workload["kafka"]) <= {"read", "write"}, name
+    roles = module_calls(tf)["role"]
+    assert roles["for_each"] == "${local.workloads}"
+    assert roles["service_accounts"] == "${each.value.service_accounts}"
+    assert roles["policy_json"] == "${data.aws_iam_policy_document.workload[each.key].json}"
+    assert {w["service_accounts"][0] for n, w in workloads.items() if n != "airflow"} == {
         "ctloop-lander",
         "ctloop-job",
         "ctloop-serving",
@@ -290,8 +439,11 @@ def test_workload_policies_name_their_resources() -> None:
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_outputs_feed_the_overlay(env: str) -> None:
     """The overlay's settings.env and aws.env are the terraform outputs of the same environment;
-    their keys must match so the documented `terraform output -raw ... > file` works."""
-    outs = outputs(_env(env))
+    their keys must match so the documented `terraform output -raw ... > file` works. The
+    environment passes every platform output through under the same name."""
+    env_outs = outputs(_env(env))
+    outs = outputs(_module(PLATFORM))
+    assert {n: o["value"] for n, o in env_outs.items()} == {n: f"${{module.{PLATFORM}.{n}}}" for n in outs}
     for output, filename in (("kustomize_settings_env", "settings.env"), ("kustomize_aws_env", "aws.env")):
         assert env_keys(outs[output]["value"]) == env_keys((K8S / "overlays" / env / filename).read_text()), (
             env,

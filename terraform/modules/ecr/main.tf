@@ -1,23 +1,10 @@
 # ECR: immutable tags (a tag always names the same image, so manifests pinned by tag are
 # reproducible), scan on push, KMS encryption, bounded history.
 
-data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
-
-resource "aws_kms_key" "ecr" {
-  description         = "${var.name} ECR images"
-  enable_key_rotation = true
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Sid       = "AccountAdministers"
-      Effect    = "Allow"
-      Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
-      Action    = "kms:*"
-      Resource  = "*"
-    }]
-  })
-  tags = var.tags
+module "kms" {
+  source      = "../kms_key"
+  description = "${var.name} ECR images"
+  tags        = var.tags
 }
 
 resource "aws_ecr_repository" "this" {
@@ -31,7 +18,7 @@ resource "aws_ecr_repository" "this" {
 
   encryption_configuration {
     encryption_type = "KMS"
-    kms_key         = aws_kms_key.ecr.arn
+    kms_key         = module.kms.key_arn
   }
 
   tags = var.tags

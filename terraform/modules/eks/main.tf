@@ -1,14 +1,10 @@
 # EKS with two managed node groups: CPU for services and Spark, GPU (tainted) for training only.
 
-data "aws_caller_identity" "current" {}
-data "aws_region" "current" {}
 data "aws_partition" "current" {}
 
 locals {
-  partition  = data.aws_partition.current.partition
-  account_id = data.aws_caller_identity.current.account_id
-  region     = data.aws_region.current.region
-  log_group  = "/aws/eks/${var.name}/cluster"
+  partition = data.aws_partition.current.partition
+  log_group = "/aws/eks/${var.name}/cluster"
 
   # Pods select the pool with this label; the GPU pool also carries a NoSchedule taint so only
   # pods that tolerate it (the training pod template) ever land there.
@@ -17,45 +13,41 @@ locals {
     value  = "true"
     effect = "NO_SCHEDULE"
   }
+
+  # The two node pools: sizes from the caller, the rest fixed here. One launch template and one
+  # managed node group each.
+  node_pools = {
+    cpu = {
+      size     = var.cpu_nodes
+      ami_type = "AL2023_x86_64_STANDARD"
+      labels   = { "ctloop.io/node-pool" = "cpu" }
+      taints   = []
+      tags     = {}
+    }
+    gpu = {
+      size = var.gpu_nodes
+      # The NVIDIA AMI ships the driver and container toolkit; the device plugin is installed
+      # with Helm (docs/deploy-aws.md) and advertises nvidia.com/gpu.
+      ami_type = "AL2023_x86_64_NVIDIA"
+      labels   = { "ctloop.io/node-pool" = "gpu", "nvidia.com/gpu.present" = "true" }
+      taints   = [local.gpu_taint]
+      tags = {
+        # Lets cluster-autoscaler scale the GPU group from zero.
+        "k8s.io/cluster-autoscaler/node-template/label/ctloop.io/node-pool" = "gpu"
+        "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"      = "true:NoSchedule"
+      }
+    }
+  }
 }
 
 # --- encryption and logs ---------------------------------------------------------------------
 
-resource "aws_kms_key" "eks" {
-  description         = "${var.name} EKS secrets and control-plane logs"
-  enable_key_rotation = true
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${local.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.log_group}"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
-
-resource "aws_cloudwatch_log_group" "cluster" {
-  name              = local.log_group
-  retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.eks.arn
-  tags              = var.tags
+module "kms" {
+  source             = "../kms_key"
+  description        = "${var.name} EKS secrets and control-plane logs"
+  log_group_name     = local.log_group
+  log_retention_days = var.log_retention_days
+  tags               = var.tags
 }
 
 # --- control plane ---------------------------------------------------------------------------
@@ -102,7 +94,7 @@ resource "aws_eks_cluster" "this" {
   encryption_config {
     resources = ["secrets"]
     provider {
-      key_arn = aws_kms_key.eks.arn
+      key_arn = module.kms.key_arn
     }
   }
 
@@ -112,7 +104,7 @@ resource "aws_eks_cluster" "this" {
 
   depends_on = [
     aws_iam_role_policy_attachment.cluster,
-    aws_cloudwatch_log_group.cluster,
+    module.kms,
   ]
 }
 
@@ -168,7 +160,7 @@ resource "aws_eks_addon" "coredns" {
   resolve_conflicts_on_update = "OVERWRITE"
   tags                        = var.tags
 
-  depends_on = [aws_eks_node_group.cpu]
+  depends_on = [aws_eks_node_group.this]
 }
 
 # --- nodes -----------------------------------------------------------------------------------
@@ -200,8 +192,9 @@ resource "aws_iam_role_policy_attachment" "node" {
 }
 
 # IMDSv2 only, one hop: pods cannot borrow the node role; they use IRSA instead.
-resource "aws_launch_template" "cpu" {
-  name_prefix = "${var.name}-cpu-"
+resource "aws_launch_template" "this" {
+  for_each    = local.node_pools
+  name_prefix = "${var.name}-${each.key}-"
 
   metadata_options {
     http_endpoint               = "enabled"
@@ -212,7 +205,7 @@ resource "aws_launch_template" "cpu" {
   block_device_mappings {
     device_name = "/dev/xvda"
     ebs {
-      volume_size           = var.node_disk_size_gb
+      volume_size           = each.value.size.disk_size_gb
       volume_type           = "gp3"
       encrypted             = true
       delete_on_termination = true
@@ -221,118 +214,49 @@ resource "aws_launch_template" "cpu" {
 
   tag_specifications {
     resource_type = "instance"
-    tags          = merge(var.tags, { Name = "${var.name}-cpu" })
+    tags          = merge(var.tags, { Name = "${var.name}-${each.key}" })
   }
 
   tags = var.tags
 }
 
-resource "aws_launch_template" "gpu" {
-  name_prefix = "${var.name}-gpu-"
-
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 1
-  }
-
-  block_device_mappings {
-    device_name = "/dev/xvda"
-    ebs {
-      volume_size           = var.gpu_node_disk_size_gb
-      volume_type           = "gp3"
-      encrypted             = true
-      delete_on_termination = true
-    }
-  }
-
-  tag_specifications {
-    resource_type = "instance"
-    tags          = merge(var.tags, { Name = "${var.name}-gpu" })
-  }
-
-  tags = var.tags
-}
-
-resource "aws_eks_node_group" "cpu" {
+resource "aws_eks_node_group" "this" {
+  for_each        = local.node_pools
   cluster_name    = aws_eks_cluster.this.name
-  node_group_name = "cpu"
+  node_group_name = each.key
   node_role_arn   = aws_iam_role.node.arn
   subnet_ids      = var.subnet_ids
-  ami_type        = "AL2023_x86_64_STANDARD"
-  instance_types  = var.cpu_instance_types
+  ami_type        = each.value.ami_type
+  instance_types  = each.value.size.instance_types
   capacity_type   = "ON_DEMAND"
 
   launch_template {
-    id      = aws_launch_template.cpu.id
-    version = aws_launch_template.cpu.latest_version
+    id      = aws_launch_template.this[each.key].id
+    version = aws_launch_template.this[each.key].latest_version
   }
 
   scaling_config {
-    min_size     = var.cpu_min_size
-    max_size     = var.cpu_max_size
-    desired_size = var.cpu_desired_size
+    min_size     = each.value.size.min_size
+    max_size     = each.value.size.max_size
+    desired_size = each.value.size.desired_size
   }
 
   update_config {
     max_unavailable = 1
   }
 
-  labels = {
-    "ctloop.io/node-pool" = "cpu"
+  labels = each.value.labels
+
+  dynamic "taint" {
+    for_each = each.value.taints
+    content {
+      key    = taint.value.key
+      value  = taint.value.value
+      effect = taint.value.effect
+    }
   }
 
-  tags = var.tags
-
-  lifecycle {
-    ignore_changes = [scaling_config[0].desired_size]
-  }
-
-  depends_on = [aws_iam_role_policy_attachment.node, aws_eks_addon.vpc_cni]
-}
-
-resource "aws_eks_node_group" "gpu" {
-  cluster_name    = aws_eks_cluster.this.name
-  node_group_name = "gpu"
-  node_role_arn   = aws_iam_role.node.arn
-  subnet_ids      = var.subnet_ids
-  # The NVIDIA AMI ships the driver and container toolkit; the device plugin is installed
-  # with Helm (docs/deploy-aws.md) and advertises nvidia.com/gpu.
-  ami_type       = "AL2023_x86_64_NVIDIA"
-  instance_types = var.gpu_instance_types
-  capacity_type  = "ON_DEMAND"
-
-  launch_template {
-    id      = aws_launch_template.gpu.id
-    version = aws_launch_template.gpu.latest_version
-  }
-
-  scaling_config {
-    min_size     = var.gpu_min_size
-    max_size     = var.gpu_max_size
-    desired_size = var.gpu_desired_size
-  }
-
-  update_config {
-    max_unavailable = 1
-  }
-
-  labels = {
-    "ctloop.io/node-pool"    = "gpu"
-    "nvidia.com/gpu.present" = "true"
-  }
-
-  taint {
-    key    = local.gpu_taint.key
-    value  = local.gpu_taint.value
-    effect = local.gpu_taint.effect
-  }
-
-  tags = merge(var.tags, {
-    # Lets cluster-autoscaler scale the GPU group from zero.
-    "k8s.io/cluster-autoscaler/node-template/label/ctloop.io/node-pool" = "gpu"
-    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"      = "true:NoSchedule"
-  })
+  tags = merge(var.tags, each.value.tags)
 
   lifecycle {
     ignore_changes = [scaling_config[0].desired_size]

@@ -9,11 +9,6 @@ variable "kubernetes_version" {
   default     = "1.35"
 }
 
-variable "vpc_id" {
-  type        = string
-  description = "VPC the cluster runs in."
-}
-
 variable "subnet_ids" {
   type        = list(string)
   description = "Private subnets for the control-plane ENIs and the nodes."
@@ -42,64 +37,28 @@ variable "admin_principal_arns" {
   default     = []
 }
 
-variable "cpu_instance_types" {
-  type        = list(string)
-  description = "Instance types of the CPU node group (Airflow, lander, serving, Feast, MLflow, Spark jobs)."
-  default     = ["m6i.xlarge"]
+variable "cpu_nodes" {
+  type = object({
+    instance_types = list(string)
+    min_size       = number
+    max_size       = number
+    desired_size   = number
+    disk_size_gb   = optional(number, 100)
+  })
+  description = "CPU node group (Airflow, lander, serving, Feast, MLflow, Spark jobs): instance types, autoscaling bounds, initial size (an autoscaler adjusts it afterwards) and root volume in GiB."
+  default     = { instance_types = ["m6i.xlarge"], min_size = 2, max_size = 6, desired_size = 2 }
 }
 
-variable "cpu_min_size" {
-  type        = number
-  description = "Minimum number of CPU nodes."
-  default     = 2
-}
-
-variable "cpu_max_size" {
-  type        = number
-  description = "Maximum number of CPU nodes."
-  default     = 6
-}
-
-variable "cpu_desired_size" {
-  type        = number
-  description = "Initial number of CPU nodes (an autoscaler adjusts it afterwards)."
-  default     = 2
-}
-
-variable "gpu_instance_types" {
-  type        = list(string)
-  description = "Instance types of the GPU node group that runs training pods."
-  default     = ["g5.xlarge"]
-}
-
-variable "gpu_min_size" {
-  type        = number
-  description = "Minimum number of GPU nodes (0 lets an autoscaler remove them between retrains)."
-  default     = 0
-}
-
-variable "gpu_max_size" {
-  type        = number
-  description = "Maximum number of GPU nodes."
-  default     = 2
-}
-
-variable "gpu_desired_size" {
-  type        = number
-  description = "Initial number of GPU nodes."
-  default     = 1
-}
-
-variable "node_disk_size_gb" {
-  type        = number
-  description = "Root volume size of CPU nodes in GiB."
-  default     = 100
-}
-
-variable "gpu_node_disk_size_gb" {
-  type        = number
-  description = "Root volume size of GPU nodes in GiB (the job image with CUDA, TensorFlow and Spark is large)."
-  default     = 200
+variable "gpu_nodes" {
+  type = object({
+    instance_types = list(string)
+    min_size       = number
+    max_size       = number
+    desired_size   = number
+    disk_size_gb   = optional(number, 200)
+  })
+  description = "Tainted GPU node group for training pods: instance types, autoscaling bounds (min 0 lets an autoscaler remove them between retrains), initial size and root volume in GiB (the job image with CUDA, TensorFlow and Spark is large)."
+  default     = { instance_types = ["g5.xlarge"], min_size = 0, max_size = 2, desired_size = 1 }
 }
 
 variable "log_retention_days" {

@@ -3,27 +3,16 @@
 #   (Spark and training), feast/ (Feast registry), mlflow-artifacts/ (MLflow), airflow-logs/ (Airflow).
 
 data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
 
-resource "aws_kms_key" "lake" {
-  description         = "${var.bucket_name} lake encryption"
-  enable_key_rotation = true
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Sid       = "AccountAdministers"
-      Effect    = "Allow"
-      Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
-      Action    = "kms:*"
-      Resource  = "*"
-    }]
-  })
-  tags = var.tags
+module "kms" {
+  source      = "../kms_key"
+  description = "${var.bucket_name} lake encryption"
+  tags        = var.tags
 }
 
 resource "aws_kms_alias" "lake" {
   name          = "alias/${var.bucket_name}"
-  target_key_id = aws_kms_key.lake.key_id
+  target_key_id = module.kms.key_id
 }
 
 resource "aws_s3_bucket" "lake" {
@@ -34,36 +23,14 @@ resource "aws_s3_bucket" "lake" {
   tags          = var.tags
 }
 
-resource "aws_s3_bucket_versioning" "lake" {
-  bucket = aws_s3_bucket.lake.id
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
 resource "aws_s3_bucket_server_side_encryption_configuration" "lake" {
   bucket = aws_s3_bucket.lake.id
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_key.lake.arn
+      kms_master_key_id = module.kms.key_arn
     }
     bucket_key_enabled = true
-  }
-}
-
-resource "aws_s3_bucket_public_access_block" "lake" {
-  bucket                  = aws_s3_bucket.lake.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-resource "aws_s3_bucket_ownership_controls" "lake" {
-  bucket = aws_s3_bucket.lake.id
-  rule {
-    object_ownership = "BucketOwnerEnforced"
   }
 }
 
@@ -116,7 +83,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
     }
   }
 
-  depends_on = [aws_s3_bucket_versioning.lake]
+  depends_on = [aws_s3_bucket_versioning.this]
 }
 
 resource "aws_s3_bucket_logging" "lake" {
@@ -125,32 +92,11 @@ resource "aws_s3_bucket_logging" "lake" {
   target_prefix = "s3-access/${var.bucket_name}/"
 }
 
-data "aws_iam_policy_document" "lake_tls_only" {
-  statement {
-    sid     = "DenyInsecureTransport"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      aws_s3_bucket.lake.arn,
-      "${aws_s3_bucket.lake.arn}/*",
-    ]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-}
-
 resource "aws_s3_bucket_policy" "lake" {
   bucket = aws_s3_bucket.lake.id
-  policy = data.aws_iam_policy_document.lake_tls_only.json
+  policy = data.aws_iam_policy_document.tls_only["lake"].json
 
-  depends_on = [aws_s3_bucket_public_access_block.lake]
+  depends_on = [aws_s3_bucket_public_access_block.this]
 }
 
 # --- access-log bucket -----------------------------------------------------------------------
@@ -165,34 +111,12 @@ resource "aws_s3_bucket" "logs" {
   tags          = var.tags
 }
 
-resource "aws_s3_bucket_versioning" "logs" {
-  bucket = aws_s3_bucket.logs.id
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
 resource "aws_s3_bucket_server_side_encryption_configuration" "logs" {
   bucket = aws_s3_bucket.logs.id
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm = "AES256"
     }
-  }
-}
-
-resource "aws_s3_bucket_public_access_block" "logs" {
-  bucket                  = aws_s3_bucket.logs.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-resource "aws_s3_bucket_ownership_controls" "logs" {
-  bucket = aws_s3_bucket.logs.id
-  rule {
-    object_ownership = "BucketOwnerEnforced"
   }
 }
 
@@ -214,10 +138,12 @@ resource "aws_s3_bucket_lifecycle_configuration" "logs" {
     }
   }
 
-  depends_on = [aws_s3_bucket_versioning.logs]
+  depends_on = [aws_s3_bucket_versioning.this]
 }
 
 data "aws_iam_policy_document" "logs_delivery" {
+  source_policy_documents = [data.aws_iam_policy_document.tls_only["logs"].json]
+
   statement {
     sid       = "S3ServerAccessLogsDelivery"
     actions   = ["s3:PutObject"]
@@ -232,15 +158,57 @@ data "aws_iam_policy_document" "logs_delivery" {
       values   = [data.aws_caller_identity.current.account_id]
     }
   }
+}
 
+resource "aws_s3_bucket_policy" "logs" {
+  bucket = aws_s3_bucket.logs.id
+  policy = data.aws_iam_policy_document.logs_delivery.json
+
+  depends_on = [aws_s3_bucket_public_access_block.this]
+}
+
+# --- settings both buckets share ------------------------------------------------------------
+
+locals {
+  buckets = {
+    lake = aws_s3_bucket.lake
+    logs = aws_s3_bucket.logs
+  }
+}
+
+resource "aws_s3_bucket_versioning" "this" {
+  for_each = local.buckets
+  bucket   = each.value.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "this" {
+  for_each                = local.buckets
+  bucket                  = each.value.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "this" {
+  for_each = local.buckets
+  bucket   = each.value.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+# Both bucket policies start from this: deny every request that does not use TLS.
+data "aws_iam_policy_document" "tls_only" {
+  for_each = local.buckets
   statement {
-    sid     = "DenyInsecureTransport"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      aws_s3_bucket.logs.arn,
-      "${aws_s3_bucket.logs.arn}/*",
-    ]
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [each.value.arn, "${each.value.arn}/*"]
     principals {
       type        = "*"
       identifiers = ["*"]
@@ -251,11 +219,4 @@ data "aws_iam_policy_document" "logs_delivery" {
       values   = ["false"]
     }
   }
-}
-
-resource "aws_s3_bucket_policy" "logs" {
-  bucket = aws_s3_bucket.logs.id
-  policy = data.aws_iam_policy_document.logs_delivery.json
-
-  depends_on = [aws_s3_bucket_public_access_block.logs]
 }

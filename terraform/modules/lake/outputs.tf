@@ -15,7 +15,7 @@ output "lake_uri" {
 
 output "kms_key_arn" {
   description = "ARN of the KMS key that encrypts the lake; readers and writers need kms:Decrypt / kms:GenerateDataKey on it."
-  value       = aws_kms_key.lake.arn
+  value       = module.kms.key_arn
 }
 
 output "log_bucket_name" {

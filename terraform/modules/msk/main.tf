@@ -1,52 +1,16 @@
 # MSK: private brokers, TLS everywhere, IAM authentication (kafka-python's AWS_MSK_IAM mechanism
 # with the pod's IRSA credentials), encrypted storage and broker logs.
 
-data "aws_caller_identity" "current" {}
-data "aws_region" "current" {}
-data "aws_partition" "current" {}
-
 locals {
-  partition  = data.aws_partition.current.partition
-  account_id = data.aws_caller_identity.current.account_id
-  region     = data.aws_region.current.region
-  log_group  = "/aws/msk/${var.name}"
+  log_group = "/aws/msk/${var.name}"
 }
 
-resource "aws_kms_key" "msk" {
-  description         = "${var.name} MSK storage and broker logs"
-  enable_key_rotation = true
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${local.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.log_group}"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
-
-resource "aws_cloudwatch_log_group" "msk" {
-  name              = local.log_group
-  retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.msk.arn
-  tags              = var.tags
+module "kms" {
+  source             = "../kms_key"
+  description        = "${var.name} MSK storage and broker logs"
+  log_group_name     = local.log_group
+  log_retention_days = var.log_retention_days
+  tags               = var.tags
 }
 
 resource "aws_security_group" "msk" {
@@ -115,7 +79,7 @@ resource "aws_msk_cluster" "this" {
   }
 
   encryption_info {
-    encryption_at_rest_kms_key_arn = aws_kms_key.msk.arn
+    encryption_at_rest_kms_key_arn = module.kms.key_arn
     encryption_in_transit {
       client_broker = "TLS"
       in_cluster    = true
@@ -126,7 +90,7 @@ resource "aws_msk_cluster" "this" {
     broker_logs {
       cloudwatch_logs {
         enabled   = true
-        log_group = aws_cloudwatch_log_group.msk.name
+        log_group = module.kms.log_group_name
       }
     }
   }

@@ -2,7 +2,6 @@
 
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
-data "aws_partition" "current" {}
 
 locals {
   nat_count = var.single_nat_gateway ? 1 : length(var.azs)
@@ -113,43 +112,12 @@ resource "aws_vpc_endpoint" "s3" {
 
 # --- flow logs -------------------------------------------------------------------------------
 
-resource "aws_kms_key" "flow_logs" {
-  description         = "${var.name} VPC flow logs"
-  enable_key_rotation = true
-  # Key policies are written inline: the account administers the key, CloudWatch Logs may use it
-  # only for this log group.
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${data.aws_region.current.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:log-group:/aws/vpc/${var.name}/flow-logs"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
-
-resource "aws_cloudwatch_log_group" "flow_logs" {
-  name              = "/aws/vpc/${var.name}/flow-logs"
-  retention_in_days = var.flow_log_retention_days
-  kms_key_id        = aws_kms_key.flow_logs.arn
-  tags              = var.tags
+module "kms" {
+  source             = "../kms_key"
+  description        = "${var.name} VPC flow logs"
+  log_group_name     = "/aws/vpc/${var.name}/flow-logs"
+  log_retention_days = var.flow_log_retention_days
+  tags               = var.tags
 }
 
 data "aws_iam_policy_document" "flow_logs_assume" {
@@ -176,7 +144,7 @@ resource "aws_iam_role" "flow_logs" {
 data "aws_iam_policy_document" "flow_logs_write" {
   statement {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
-    resources = ["${aws_cloudwatch_log_group.flow_logs.arn}:*"]
+    resources = ["${module.kms.log_group_arn}:*"]
   }
 }
 
@@ -190,6 +158,6 @@ resource "aws_flow_log" "this" {
   vpc_id          = aws_vpc.this.id
   traffic_type    = "ALL"
   iam_role_arn    = aws_iam_role.flow_logs.arn
-  log_destination = aws_cloudwatch_log_group.flow_logs.arn
+  log_destination = module.kms.log_group_arn
   tags            = var.tags
 }

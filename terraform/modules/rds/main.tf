@@ -2,28 +2,16 @@
 # The master password is managed by RDS in Secrets Manager; each application gets its own role
 # whose generated password is stored in its own secret and reaches pods as a Kubernetes Secret.
 
-data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 
 locals {
-  partition  = data.aws_partition.current.partition
-  account_id = data.aws_caller_identity.current.account_id
+  partition = data.aws_partition.current.partition
 }
 
-resource "aws_kms_key" "rds" {
-  description         = "${var.name} RDS storage, Performance Insights and secrets"
-  enable_key_rotation = true
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Sid       = "AccountAdministers"
-      Effect    = "Allow"
-      Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
-      Action    = "kms:*"
-      Resource  = "*"
-    }]
-  })
-  tags = var.tags
+module "kms" {
+  source      = "../kms_key"
+  description = "${var.name} RDS storage, Performance Insights and secrets"
+  tags        = var.tags
 }
 
 resource "aws_db_subnet_group" "this" {
@@ -104,12 +92,12 @@ resource "aws_db_instance" "this" {
   max_allocated_storage = var.max_allocated_storage_gb
   storage_type          = "gp3"
   storage_encrypted     = true
-  kms_key_id            = aws_kms_key.rds.arn
+  kms_key_id            = module.kms.key_arn
 
   db_name                       = "postgres"
   username                      = "ctloop_admin"
   manage_master_user_password   = true
-  master_user_secret_kms_key_id = aws_kms_key.rds.arn
+  master_user_secret_kms_key_id = module.kms.key_arn
 
   db_subnet_group_name                = aws_db_subnet_group.this.name
   vpc_security_group_ids              = [aws_security_group.rds.id]
@@ -130,7 +118,7 @@ resource "aws_db_instance" "this" {
   monitoring_role_arn             = aws_iam_role.monitoring.arn
 
   performance_insights_enabled          = true
-  performance_insights_kms_key_id       = aws_kms_key.rds.arn
+  performance_insights_kms_key_id       = module.kms.key_arn
   performance_insights_retention_period = 7
 
   tags = var.tags
@@ -150,7 +138,7 @@ resource "aws_secretsmanager_secret" "app" {
   for_each                = toset(var.databases)
   name                    = "${var.name}/postgres/${each.value}"
   description             = "Login for the ${each.value} database on ${var.name}-postgres"
-  kms_key_id              = aws_kms_key.rds.arn
+  kms_key_id              = module.kms.key_arn
   recovery_window_in_days = 7
   tags                    = var.tags
 }

@@ -1,51 +1,15 @@
 # ElastiCache Redis: Feast's online store. TLS, AUTH token, encrypted at rest, Multi-AZ failover.
 
-data "aws_caller_identity" "current" {}
-data "aws_region" "current" {}
-data "aws_partition" "current" {}
-
 locals {
-  partition  = data.aws_partition.current.partition
-  account_id = data.aws_caller_identity.current.account_id
-  region     = data.aws_region.current.region
-  log_group  = "/aws/elasticache/${var.name}/slow-log"
+  log_group = "/aws/elasticache/${var.name}/slow-log"
 }
 
-resource "aws_kms_key" "redis" {
-  description         = "${var.name} ElastiCache storage, AUTH secret and slow log"
-  enable_key_rotation = true
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${local.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.log_group}"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
-
-resource "aws_cloudwatch_log_group" "slow_log" {
-  name              = local.log_group
-  retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.redis.arn
-  tags              = var.tags
+module "kms" {
+  source             = "../kms_key"
+  description        = "${var.name} ElastiCache storage, AUTH secret and slow log"
+  log_group_name     = local.log_group
+  log_retention_days = var.log_retention_days
+  tags               = var.tags
 }
 
 resource "aws_elasticache_subnet_group" "this" {
@@ -92,7 +56,7 @@ resource "aws_elasticache_replication_group" "this" {
   multi_az_enabled           = true
 
   at_rest_encryption_enabled = true
-  kms_key_id                 = aws_kms_key.redis.arn
+  kms_key_id                 = module.kms.key_arn
   transit_encryption_enabled = true
   auth_token                 = random_password.auth.result
   auth_token_update_strategy = "ROTATE"
@@ -101,7 +65,7 @@ resource "aws_elasticache_replication_group" "this" {
   snapshot_retention_limit   = var.snapshot_retention_days
 
   log_delivery_configuration {
-    destination      = aws_cloudwatch_log_group.slow_log.name
+    destination      = module.kms.log_group_name
     destination_type = "cloudwatch-logs"
     log_format       = "json"
     log_type         = "slow-log"
@@ -114,7 +78,7 @@ resource "aws_secretsmanager_secret" "feast_redis" {
   #checkov:skip=CKV2_AWS_57:The AUTH token is rotated with terraform (auth_token_update_strategy = ROTATE) followed by a restart of the Feast readers; no rotation Lambda is deployed.
   name                    = "${var.name}/redis/feast"
   description             = "Feast Redis connection string (host:port,ssl=true,password=...) for ${var.name}"
-  kms_key_id              = aws_kms_key.redis.arn
+  kms_key_id              = module.kms.key_arn
   recovery_window_in_days = 7
   tags                    = var.tags
 }

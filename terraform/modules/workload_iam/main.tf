@@ -11,8 +11,6 @@
 # The blue-green deployer only talks to the Kubernetes API and has no AWS role.
 
 locals {
-  lake_root = "${var.lake_bucket_arn}/${var.lake_prefix}"
-
   kafka_topics = [for t in var.kafka_topic_patterns : "${var.msk_topic_arn_prefix}${t}"]
   kafka_groups = [for g in var.kafka_group_patterns : "${var.msk_group_arn_prefix}${g}"]
 
@@ -20,6 +18,70 @@ locals {
     for component in ["scheduler", "worker", "triggerer", "api-server", "dag-processor"] :
     "${var.airflow_release}-${component}"
   ]
+
+  # What each workload may do (the table above). Every workload gets the lake key; Kafka access
+  # adds the connect statement plus the shared read/write statements below. S3 access is limited
+  # to the listed key prefixes of the lake bucket: object_actions on <prefix>*, and list_actions
+  # (ListBucket, when not empty) with s3:prefix restricted to the same prefixes.
+  workloads = {
+    lander = {
+      service_accounts = ["ctloop-lander"]
+      kafka            = ["read"]
+      sid              = "RawAndDeadLetters"
+      prefixes         = ["${var.lake_prefix}/raw/", "${var.lake_prefix}/_dlq/"]
+      object_actions   = ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]
+      list_actions     = ["s3:ListBucket"]
+    }
+    # Spark clean/features, Feast materialize, training, evaluation, monitoring.
+    job = {
+      service_accounts = ["ctloop-job"]
+      kafka            = ["read", "write"]
+      sid              = "LakeAndFeast"
+      prefixes         = ["${var.lake_prefix}/", "feast/"]
+      object_actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+      list_actions     = ["s3:ListBucket", "s3:GetBucketLocation"]
+    }
+    # Reads the Feast registry by key; never lists.
+    serving = {
+      service_accounts = ["ctloop-serving"]
+      kafka            = ["write"]
+      sid              = "FeastRegistry"
+      prefixes         = ["feast/"]
+      object_actions   = ["s3:GetObject"]
+      list_actions     = []
+    }
+    feast = {
+      service_accounts = ["ctloop-feast"]
+      kafka            = []
+      sid              = "FeastRegistry"
+      prefixes         = ["feast/"]
+      object_actions   = ["s3:GetObject"]
+      list_actions     = ["s3:ListBucket"]
+    }
+    # MLflow serves artifacts to clients through its proxy, so only it touches the bucket.
+    mlflow = {
+      service_accounts = ["ctloop-mlflow"]
+      kafka            = []
+      sid              = "Artifacts"
+      prefixes         = ["mlflow-artifacts/"]
+      object_actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+      list_actions     = ["s3:ListBucket"]
+    }
+    # Remote task logs.
+    airflow = {
+      service_accounts = local.airflow_service_accounts
+      kafka            = []
+      sid              = "TaskLogs"
+      prefixes         = ["airflow-logs/"]
+      object_actions   = ["s3:GetObject", "s3:PutObject"]
+      list_actions     = ["s3:ListBucket"]
+    }
+  }
+
+  kafka_documents = {
+    read  = data.aws_iam_policy_document.kafka_read.json
+    write = data.aws_iam_policy_document.kafka_write.json
+  }
 }
 
 # --- reusable statements ---------------------------------------------------------------------
@@ -62,211 +124,46 @@ data "aws_iam_policy_document" "kafka_write" {
   }
 }
 
-# --- lander ----------------------------------------------------------------------------------
+# --- one policy and one IRSA role per workload -----------------------------------------------
 
-data "aws_iam_policy_document" "lander" {
-  source_policy_documents = [
-    data.aws_iam_policy_document.kms_lake.json,
-    data.aws_iam_policy_document.kafka_connect.json,
-    data.aws_iam_policy_document.kafka_read.json,
-  ]
+data "aws_iam_policy_document" "workload" {
+  for_each = local.workloads
+
+  source_policy_documents = concat(
+    [data.aws_iam_policy_document.kms_lake.json],
+    length(each.value.kafka) > 0 ? [data.aws_iam_policy_document.kafka_connect.json] : [],
+    [for access in each.value.kafka : local.kafka_documents[access]],
+  )
 
   statement {
-    sid       = "LandRawAndDeadLetters"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]
-    resources = ["${local.lake_root}/raw/*", "${local.lake_root}/_dlq/*"]
+    sid       = "${each.value.sid}Objects"
+    actions   = each.value.object_actions
+    resources = [for prefix in each.value.prefixes : "${var.lake_bucket_arn}/${prefix}*"]
   }
 
-  statement {
-    sid       = "ListRawAndDeadLetters"
-    actions   = ["s3:ListBucket"]
-    resources = [var.lake_bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${var.lake_prefix}/raw/*", "${var.lake_prefix}/_dlq/*"]
+  dynamic "statement" {
+    for_each = length(each.value.list_actions) > 0 ? [each.value] : []
+    content {
+      sid       = "List${statement.value.sid}"
+      actions   = statement.value.list_actions
+      resources = [var.lake_bucket_arn]
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = [for prefix in statement.value.prefixes : "${prefix}*"]
+      }
     }
   }
 }
 
-module "lander" {
+module "role" {
   source            = "../irsa"
-  name              = "${var.name}-lander"
+  for_each          = local.workloads
+  name              = "${var.name}-${each.key}"
   oidc_provider_arn = var.oidc_provider_arn
   oidc_issuer       = var.oidc_issuer
   namespace         = var.namespace
-  service_accounts  = ["ctloop-lander"]
-  policy_json       = data.aws_iam_policy_document.lander.json
-  tags              = var.tags
-}
-
-# --- jobs (Spark clean/features, Feast materialize, training, evaluation, monitoring) -------
-
-data "aws_iam_policy_document" "job" {
-  source_policy_documents = [
-    data.aws_iam_policy_document.kms_lake.json,
-    data.aws_iam_policy_document.kafka_connect.json,
-    data.aws_iam_policy_document.kafka_read.json,
-    data.aws_iam_policy_document.kafka_write.json,
-  ]
-
-  statement {
-    sid     = "LakeAndFeastObjects"
-    actions = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-    resources = [
-      "${local.lake_root}/*",
-      "${var.lake_bucket_arn}/feast/*",
-    ]
-  }
-
-  statement {
-    sid       = "ListLakeAndFeast"
-    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
-    resources = [var.lake_bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${var.lake_prefix}/*", "feast/*"]
-    }
-  }
-}
-
-module "job" {
-  source            = "../irsa"
-  name              = "${var.name}-job"
-  oidc_provider_arn = var.oidc_provider_arn
-  oidc_issuer       = var.oidc_issuer
-  namespace         = var.namespace
-  service_accounts  = ["ctloop-job"]
-  policy_json       = data.aws_iam_policy_document.job.json
-  tags              = var.tags
-}
-
-# --- serving ---------------------------------------------------------------------------------
-
-data "aws_iam_policy_document" "serving" {
-  source_policy_documents = [
-    data.aws_iam_policy_document.kms_lake.json,
-    data.aws_iam_policy_document.kafka_connect.json,
-    data.aws_iam_policy_document.kafka_write.json,
-  ]
-
-  statement {
-    sid       = "ReadFeastRegistry"
-    actions   = ["s3:GetObject"]
-    resources = ["${var.lake_bucket_arn}/feast/*"]
-  }
-}
-
-module "serving" {
-  source            = "../irsa"
-  name              = "${var.name}-serving"
-  oidc_provider_arn = var.oidc_provider_arn
-  oidc_issuer       = var.oidc_issuer
-  namespace         = var.namespace
-  service_accounts  = ["ctloop-serving"]
-  policy_json       = data.aws_iam_policy_document.serving.json
-  tags              = var.tags
-}
-
-# --- Feast feature server --------------------------------------------------------------------
-
-data "aws_iam_policy_document" "feast" {
-  source_policy_documents = [data.aws_iam_policy_document.kms_lake.json]
-
-  statement {
-    sid       = "ReadFeastRegistry"
-    actions   = ["s3:GetObject"]
-    resources = ["${var.lake_bucket_arn}/feast/*"]
-  }
-
-  statement {
-    sid       = "ListFeast"
-    actions   = ["s3:ListBucket"]
-    resources = [var.lake_bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["feast/*"]
-    }
-  }
-}
-
-module "feast" {
-  source            = "../irsa"
-  name              = "${var.name}-feast"
-  oidc_provider_arn = var.oidc_provider_arn
-  oidc_issuer       = var.oidc_issuer
-  namespace         = var.namespace
-  service_accounts  = ["ctloop-feast"]
-  policy_json       = data.aws_iam_policy_document.feast.json
-  tags              = var.tags
-}
-
-# --- MLflow (serves artifacts to clients through its proxy, so only it touches the bucket) --
-
-data "aws_iam_policy_document" "mlflow" {
-  source_policy_documents = [data.aws_iam_policy_document.kms_lake.json]
-
-  statement {
-    sid       = "Artifacts"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-    resources = ["${var.lake_bucket_arn}/mlflow-artifacts/*"]
-  }
-
-  statement {
-    sid       = "ListArtifacts"
-    actions   = ["s3:ListBucket"]
-    resources = [var.lake_bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["mlflow-artifacts/*"]
-    }
-  }
-}
-
-module "mlflow" {
-  source            = "../irsa"
-  name              = "${var.name}-mlflow"
-  oidc_provider_arn = var.oidc_provider_arn
-  oidc_issuer       = var.oidc_issuer
-  namespace         = var.namespace
-  service_accounts  = ["ctloop-mlflow"]
-  policy_json       = data.aws_iam_policy_document.mlflow.json
-  tags              = var.tags
-}
-
-# --- Airflow (remote task logs) --------------------------------------------------------------
-
-data "aws_iam_policy_document" "airflow" {
-  source_policy_documents = [data.aws_iam_policy_document.kms_lake.json]
-
-  statement {
-    sid       = "TaskLogs"
-    actions   = ["s3:GetObject", "s3:PutObject"]
-    resources = ["${var.lake_bucket_arn}/airflow-logs/*"]
-  }
-
-  statement {
-    sid       = "ListTaskLogs"
-    actions   = ["s3:ListBucket"]
-    resources = [var.lake_bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["airflow-logs/*"]
-    }
-  }
-}
-
-module "airflow" {
-  source            = "../irsa"
-  name              = "${var.name}-airflow"
-  oidc_provider_arn = var.oidc_provider_arn
-  oidc_issuer       = var.oidc_issuer
-  namespace         = var.namespace
-  service_accounts  = local.airflow_service_accounts
-  policy_json       = data.aws_iam_policy_document.airflow.json
+  service_accounts  = each.value.service_accounts
+  policy_json       = data.aws_iam_policy_document.workload[each.key].json
   tags              = var.tags
 }

@@ -1,13 +1,6 @@
 output "role_arns" {
   description = "IRSA role ARN per workload (lander, job, serving, feast, mlflow, airflow)."
-  value = {
-    lander  = module.lander.role_arn
-    job     = module.job.role_arn
-    serving = module.serving.role_arn
-    feast   = module.feast.role_arn
-    mlflow  = module.mlflow.role_arn
-    airflow = module.airflow.role_arn
-  }
+  value       = { for workload, role in module.role : workload => role.role_arn }
 }
 
 output "airflow_service_accounts" {
