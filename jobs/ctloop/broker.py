@@ -24,6 +24,18 @@ class BrokerUnavailable(RuntimeError):
     """No broker answered within ``CTLOOP_KAFKA_CONNECT_TIMEOUT_S``."""
 
 
+def client_config(settings: Settings) -> dict[str, object]:
+    """Connection settings every Kafka client of ctloop shares (bootstrap, TLS, SASL)."""
+    config: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+        "bootstrap_timeout_ms": ATTEMPT_TIMEOUT_MS,
+    }
+    if settings.kafka_sasl_mechanism:
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+    return config
+
+
 def connect(factory: Callable[[], T], settings: Settings, what: str) -> T:
     """Call ``factory`` until the broker answers or the connect timeout runs out."""
     deadline = time.monotonic() + settings.kafka_connect_timeout_s
@@ -52,8 +64,7 @@ def ensure_topics(spec: PipelineSpec, settings: Settings) -> list[str]:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = connect(lambda: KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                             bootstrap_timeout_ms=ATTEMPT_TIMEOUT_MS), settings, "topics")
+    admin = connect(lambda: KafkaAdminClient(**client_config(settings)), settings, "topics")
     try:
         existing = set(admin.list_topics())
         wanted = [NewTopic(e.topic, e.partitions, 1) for e in spec.events.values() if e.topic not in existing]

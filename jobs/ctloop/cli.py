@@ -69,6 +69,75 @@ def cmd_spec(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_spark(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.lake import open_lake
+    from ctloop.spark_jobs import build_features, clean_pipeline, parse_interval, spark_session
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    start, end = parse_interval(args.start, args.end)
+    if args.job == "features" and spec.features is None:
+        raise SpecError(f"pipeline {spec.name!r}: features: not set, so there is nothing to compute")
+    spark = spark_session(settings, f"ctloop-{args.job}-{spec.name}")
+    job = clean_pipeline if args.job == "clean" else build_features
+    _print_json(job(spark, spec, open_lake(settings), start, end))
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.lake import open_lake
+    from ctloop.materialize import materialize
+    from ctloop.spark_jobs import parse_interval
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    start, end = parse_interval(args.start, args.end)
+    _print_json(materialize(spec, settings, open_lake(settings), start, end))
+    return 0
+
+
+def cmd_training_set(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.lake import open_lake
+    from ctloop.spark_jobs import parse_interval
+    from ctloop.training_set import build_training_set
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    start, end = parse_interval(args.start, args.end)
+    as_of = parse_interval(args.as_of, "9999-01-01")[0] if args.as_of else None
+    _print_json(build_training_set(spec, settings, open_lake(settings), start, end, as_of))
+    return 0
+
+
+def _features_demo(spec: Any, settings: Settings, stage: Any) -> dict[str, Any]:
+    """Landing → curated → features → online store → training-set snapshot, over the landed span."""
+    from datetime import timedelta
+
+    from ctloop.lake import open_lake
+    from ctloop.materialize import materialize
+    from ctloop.spark_jobs import build_features, clean_pipeline, landed_span, spark_session
+    from ctloop.training_set import build_training_set
+
+    lake = open_lake(settings)
+    start, end = landed_span(lake, spec)
+    spark = spark_session(settings, f"ctloop-demo-{spec.name}")
+    cleaned = clean_pipeline(spark, spec, lake, start, end)
+    stage("spark_clean")
+    feats = build_features(spark, spec, lake, start, end)
+    stage("spark_features")
+    mat = materialize(spec, settings, lake, start, end)
+    stage("materialize")
+    # labels are known up to the end of the data; rows need maturity_days of it to count as negative
+    ts_end = max(start + timedelta(days=1), end - timedelta(days=spec.labels.maturity_days))
+    snap = build_training_set(spec, settings, lake, start, ts_end.replace(hour=0), as_of=end)
+    stage("training_set")
+    return {
+        "interval": [start.isoformat(), end.isoformat()],
+        "curated": {s: {k: v[k] for k in ("rows", "quarantined", "duplicates")} for s, v in cleaned["streams"].items()},
+        "features": {v: {"rows": d["rows"], "path": d["path"]} for v, d in feats["views"].items()},
+        "materialized": {k: mat[k] for k in ("online_store", "rows", "rows_per_s", "seconds")},
+        "training_set": {k: snap[k] for k in ("snapshot_id", "row_count", "label_rate", "positives",
+                                              "immature_left_out", "feature_service", "data")},
+    }
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Everything that exists so far, end to end, on the embedded stack."""
     from ctloop.ingest import land
@@ -92,11 +161,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     stage("produce")
     landed = land(spec, settings, open_lake(settings), "until_caught_up")
     stage("ingest")
+    features = _features_demo(spec, settings, stage) if spec.features is not None else None
     summary = {
         "pipeline": spec.name, "spec_hash": spec.spec_hash, "runtime": settings.runtime, "lake": settings.lake_uri,
         "stack": {r["service"]: r["url"] for r in stack_rows},
         "produced": {t: v["counts"] for t, v in produced["topics"].items()},
         "landed": {k: landed[k] for k in ("landed", "dead_letters", "files", "manifests", "events_per_s")},
+        **({"features": features} if features else {}),
         "stage_seconds": timings, "total_seconds": round(time.monotonic() - started, 2),
     }
     out = settings.state_dir / "demo-summary.json"
@@ -139,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     spec = sub.add_parser("spec", help="validate pipeline specs")
     spec.add_argument("pipelines", nargs="*", help="pipeline names (default: every spec in CTLOOP_PIPELINES_DIR)")
     spec.set_defaults(func=cmd_spec)
+
+    spark = sub.add_parser("spark", help="Spark jobs: clean (raw → curated) and features (curated → features)")
+    spark.add_argument("job", choices=["clean", "features"])
+    spark.add_argument("--pipeline", required=True)
+    spark.add_argument("--start", required=True, help="interval start (inclusive), ISO date or datetime, whole hour")
+    spark.add_argument("--end", required=True, help="interval end (exclusive)")
+    spark.set_defaults(func=cmd_spark)
+
+    mat = sub.add_parser("materialize", help="load the interval's feature rows into the Feast online store")
+    mat.add_argument("--pipeline", required=True)
+    mat.add_argument("--start", required=True)
+    mat.add_argument("--end", required=True)
+    mat.set_defaults(func=cmd_materialize)
+
+    tset = sub.add_parser("training-set", help="build a labelled point-in-time training-set snapshot")
+    tset.add_argument("--pipeline", required=True)
+    tset.add_argument("--start", required=True, help="first event time (inclusive)")
+    tset.add_argument("--end", required=True, help="last event time (exclusive)")
+    tset.add_argument("--as-of", help="labels known at this time (default: --end)")
+    tset.set_defaults(func=cmd_training_set)
 
     demo = sub.add_parser("demo", help="run the loop end to end on the embedded stack")
     demo.add_argument("--pipeline", default="fraud")

@@ -43,7 +43,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from ctloop import __version__
-from ctloop.broker import ATTEMPT_TIMEOUT_MS, connect, ensure_topics
+from ctloop.broker import client_config, connect, ensure_topics
 from ctloop.events import EventCodec
 from ctloop.lake import Lake
 from ctloop.settings import Settings
@@ -85,7 +85,7 @@ def _file_name(tp: TopicPartition, first_offset: int) -> str:
 def consumer_config(settings: Settings, group: str, client_id: str) -> dict[str, Any]:
     """The lander's consumer settings (the ingest benchmark's bare consumer uses the same)."""
     return {
-        "bootstrap_servers": settings.bootstrap_servers,
+        **client_config(settings),
         "group_id": group,
         "client_id": client_id,
         "enable_auto_commit": False,
@@ -95,7 +95,6 @@ def consumer_config(settings: Settings, group: str, client_id: str) -> dict[str,
         "max_poll_interval_ms": 600_000,
         "fetch_max_bytes": 64 * 2**20,
         "max_partition_fetch_bytes": 16 * 2**20,
-        "bootstrap_timeout_ms": ATTEMPT_TIMEOUT_MS,
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from ctloop.broker import ATTEMPT_TIMEOUT_MS, connect, ensure_topics
+from ctloop.broker import client_config, connect, ensure_topics
 from ctloop.settings import Settings
 from ctloop.simulate import DriftKind, Tally, load_simulator
 from ctloop.spec import PipelineSpec
@@ -28,8 +28,7 @@ def produce(spec: PipelineSpec, settings: Settings, *, events: int, seed: int = 
     simulator = load_simulator(spec, seed)
     ensure_topics(spec, settings)
     producer = connect(lambda: KafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20, batch_size=512 * 1024,
-        max_request_size=4 * 2**20, bootstrap_timeout_ms=ATTEMPT_TIMEOUT_MS,
+        **client_config(settings), acks="all", linger_ms=20, batch_size=512 * 1024, max_request_size=4 * 2**20,
     ), settings, "produce")
     tally = Tally()
     started = last_report = time.monotonic()

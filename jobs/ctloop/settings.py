@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM"]
+
 
 class SettingsError(ValueError):
     """Raised when the ``CTLOOP_*`` environment does not describe a valid configuration."""
@@ -36,8 +38,15 @@ class Settings(BaseSettings):
         None, description="S3-compatible endpoint (MinIO, moto); unset for AWS itself."
     )
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Comma-separated Kafka bootstrap servers.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka transport; MSK with IAM auth is SASL_SSL."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*; AWS_MSK_IAM signs with the pod's IAM role."
+    )
     kafka_session_timeout_ms: int = Field(
-        10_000, ge=1_000, le=300_000, description="Consumer-group session timeout; a dead lander's partitions move after it."
+        10_000, ge=1_000, le=300_000,
+        description="Consumer-group session timeout; a dead lander's partitions move after it.",
     )
     kafka_connect_timeout_s: float = Field(
         120.0, gt=0, description="How long a job retries an unreachable broker before it gives up."
@@ -47,6 +56,17 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve Prometheus metrics of long-running jobs (the lander) on this port."
     )
+    spark_master: str = Field("local[*]", description="Spark master URL for the Spark jobs (any master Spark accepts).")
+    spark_shuffle_partitions: int = Field(8, ge=1, le=100_000, description="spark.sql.shuffle.partitions of the jobs.")
+    feast_project: str = Field("ctloop", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name.")
+    feast_online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store type.")
+    feast_redis: str = Field(
+        "127.0.0.1:6379", description="Redis connection: host:port[,db=N,ssl=true,password=...] (Feast's format)."
+    )
+    feast_registry: str = Field(
+        "", description="Feast registry path or s3:// URI (default: <state_dir>/feast/registry.db)."
+    )
+    feast_sqlite_path: str = Field("", description="SQLite online store file (default: <state_dir>/feast/online.db).")
 
     @field_validator("lake_uri")
     @classmethod
@@ -64,10 +84,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
 
+    @field_validator("feast_redis")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        host, _, port = value.split(",")[0].strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port[,option=value...], got {value.split(',')[0]!r}")
+        return value
+
     @model_validator(mode="after")
     def _default_lake(self) -> Settings:
         if not self.lake_uri:
             object.__setattr__(self, "lake_uri", (self.state_dir.resolve() / "lake").as_uri())
+        if not self.feast_registry:
+            object.__setattr__(self, "feast_registry", str(self.state_dir.resolve() / "feast" / "registry.db"))
+        if not self.feast_sqlite_path:
+            object.__setattr__(self, "feast_sqlite_path", str(self.state_dir.resolve() / "feast" / "online.db"))
         return self
 
     @cached_property

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 FieldType = Literal["string", "int", "double", "bool", "timestamp"]
 
@@ -85,6 +86,83 @@ class IngestSpec(_Strict):
     )
 
 
+DURATION_RE = r"^([1-9][0-9]*)(m|h|d)$"
+_UNIT_S = {"m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: str) -> int:
+    """Seconds in a duration like ``15m``, ``1h``, ``7d`` (already validated by the spec)."""
+    match = re.match(DURATION_RE, value)
+    if match is None:
+        raise ValueError(f"expected a duration like 1h/24h/7d, got {value!r}")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _check_duration(value: str) -> str:
+    duration_seconds(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+AggFunction = Literal["sum", "count", "mean", "min", "max", "count_distinct", "label_rate"]
+FeatureType = Literal["int", "double"]
+
+
+class AggregationSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Feature name, unique across the pipeline.")
+    function: AggFunction
+    column: str | None = Field(None, description="Aggregated field; not used by count and label_rate.")
+    window: Duration = Field(description="Trailing window ending just before each feature row's time.")
+    where: str | None = Field(None, description="Spark SQL filter applied to the events before aggregating.")
+
+    @model_validator(mode="after")
+    def _column_fits_function(self) -> AggregationSpec:
+        if self.function in ("count", "label_rate") and self.column is not None:
+            raise ValueError(f"column: {self.function} takes no column, got {self.column!r}")
+        if self.function not in ("count", "label_rate") and self.column is None:
+            raise ValueError(f"column: {self.function} needs a column")
+        return self
+
+    @property
+    def dtype(self) -> FeatureType:
+        return "int" if self.function in ("count", "count_distinct") else "double"
+
+
+class FeatureViewSpec(_Strict):
+    entity: str = Field(description="Key of `features.entities` the view is keyed by.")
+    source: str = Field(description="Event stream aggregated (a key of `events`).")
+    ttl: Duration = Field("7d", description="How long a feature row serves lookups after its time.")
+    aggregations: list[AggregationSpec] = Field(default_factory=list)
+    sql: str | None = Field(None, description="Spark SQL producing extra feature rows (see docs).")
+    sql_features: dict[str, FeatureType] = Field(default_factory=dict, description="Columns `sql` yields.")
+
+    @model_validator(mode="after")
+    def _has_features(self) -> FeatureViewSpec:
+        if not self.aggregations and not self.sql:
+            raise ValueError("declares no features: give aggregations or sql")
+        if bool(self.sql) != bool(self.sql_features):
+            raise ValueError("sql and sql_features go together")
+        return self
+
+    @property
+    def feature_types(self) -> dict[str, FeatureType]:
+        return {**{a.name: a.dtype for a in self.aggregations}, **self.sql_features}
+
+
+class EntitySpec(_Strict):
+    join_key: str = Field(description="Field of the primary stream identifying the entity.")
+    description: str = ""
+
+
+class FeaturesSpec(_Strict):
+    lateness: Duration = Field("2d", description="Dedupe look-back and late-data recompute window.")
+    materialize_chunk: Duration = Field("1d", description="Materialization works through ranges in chunks this long.")
+    materialize_overlap: Duration = Field("2h", description="Re-materialized before the watermark, for late rows.")
+    entities: dict[str, EntitySpec]
+    views: dict[str, FeatureViewSpec]
+    service: str = Field("", description="Feast feature service of the model (default `<name>_model`).")
+
+
 class SimulatorSpec(_Strict):
     generator: str = Field(description="'module:Class' of the event generator used by `ctloop produce`.")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -99,22 +177,72 @@ class PipelineSpec(_Strict):
     labels: LabelSpec
     ingest: IngestSpec = IngestSpec()
     simulator: SimulatorSpec | None = None
+    features: FeaturesSpec | None = None
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PipelineSpec:
         if self.primary not in self.events:
             raise ValueError(f"primary {self.primary!r} is not one of the events ({', '.join(self.events)})")
         if self.labels.events not in self.events:
-            raise ValueError(f"labels.events {self.labels.events!r} is not one of the events ({', '.join(self.events)})")
+            raise ValueError(
+                f"labels.events {self.labels.events!r} is not one of the events ({', '.join(self.events)})")
         for stream in (self.primary, self.labels.events):
             if self.labels.join_key not in self.events[stream].fields:
                 raise ValueError(f"labels.join_key {self.labels.join_key!r} is not a field of events.{stream}")
         topics = [e.topic for e in self.events.values()]
         if len(set(topics)) != len(topics):
             raise ValueError(f"two event streams share a topic: {topics}")
+        if self.features is not None:
+            self._check_features(self.features)
         if not self.ingest.consumer_group:
-            object.__setattr__(self, "ingest", self.ingest.model_copy(update={"consumer_group": f"ctloop-lander-{self.name}"}))
+            group = self.ingest.model_copy(update={"consumer_group": f"ctloop-lander-{self.name}"})
+            object.__setattr__(self, "ingest", group)
         return self
+
+    def _check_features(self, features: FeaturesSpec) -> None:
+        """Cross-check names so a bad feature definition fails at load time, naming itself."""
+        primary = self.events[self.primary]
+        seen: dict[str, str] = {}
+        for name, entity in features.entities.items():
+            if entity.join_key not in primary.fields:
+                raise ValueError(f"features.entities.{name}.join_key: {entity.join_key!r} is not a field of "
+                                 f"events.{self.primary} ({', '.join(primary.fields)})")
+        for view_name, view in features.views.items():
+            where = f"features.views.{view_name}"
+            if view.entity not in features.entities:
+                raise ValueError(f"{where}.entity: {view.entity!r} is not one of features.entities "
+                                 f"({', '.join(features.entities)})")
+            if view.source not in self.events:
+                raise ValueError(f"{where}.source: {view.source!r} is not one of the events ({', '.join(self.events)})")
+            fields = self.events[view.source].fields
+            for i, agg in enumerate(view.aggregations):
+                if agg.column is not None:
+                    if agg.column not in fields:
+                        raise ValueError(f"{where}.aggregations[{i}].column: {agg.column!r} is not a field of "
+                                         f"events.{view.source} ({', '.join(fields)})")
+                    numeric = fields[agg.column].type in ("int", "double")
+                    if agg.function in ("sum", "mean", "min", "max") and not numeric:
+                        raise ValueError(f"{where}.aggregations[{i}].column: {agg.function} needs a number, "
+                                         f"{agg.column!r} is {fields[agg.column].type}")
+                if agg.function == "label_rate" and view.source != self.primary:
+                    raise ValueError(f"{where}.aggregations[{i}].function: label_rate needs source {self.primary!r}")
+            for feature in view.feature_types:
+                if feature in seen:
+                    raise ValueError(f"{where}: feature {feature!r} is also defined in features.views.{seen[feature]}")
+                if feature in self.events[self.primary].fields or feature == self.labels.target:
+                    raise ValueError(f"{where}: feature {feature!r} clashes with a field or the label")
+                seen[feature] = view_name
+
+    @property
+    def feature_columns(self) -> dict[str, str]:
+        """The model's inputs, in order, with their types: what the feature service serves."""
+        if self.features is None:
+            return {}
+        return {name: dtype for view in self.features.views.values() for name, dtype in view.feature_types.items()}
+
+    @property
+    def feature_service(self) -> str:
+        return (self.features.service if self.features and self.features.service else f"{self.name}_model")
 
     @property
     def spec_hash(self) -> str:
@@ -130,7 +258,7 @@ class PipelineSpec(_Strict):
 
 
 def _describe(err: dict[str, Any]) -> str:
-    field = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "<top level>"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field (check the spelling against docs/pipeline-spec.md)"
@@ -156,7 +284,8 @@ def load_spec(pipeline: str, pipelines_dir: Path) -> PipelineSpec:
     path = Path(pipeline) if pipeline.endswith((".yaml", ".yml")) else pipelines_dir / f"{pipeline}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in pipelines_dir.glob("*.yaml")) if pipelines_dir.is_dir() else []
-        raise SpecError(f"{path}: no such pipeline spec (known pipelines in {pipelines_dir}: {', '.join(known) or 'none'})")
+        raise SpecError(f"{path}: no such pipeline spec "
+                        f"(known pipelines in {pipelines_dir}: {', '.join(known) or 'none'})")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -95,3 +95,19 @@ def test_cli_reports_spec_error_and_exits_2(tmp_path: Path) -> None:
                           env={"CTLOOP_PIPELINES_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert "events.chargebacks.partitions: Input should be greater than or equal to 1; got -1" in proc.stderr
+
+
+def test_kafka_security_settings_reach_every_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MSK with IAM auth (the production overlay): no broker of that kind runs here, so only the config is checked."""
+    from ctloop.broker import client_config
+    from ctloop.ingest import consumer_config
+
+    monkeypatch.setenv("CTLOOP_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CTLOOP_KAFKA_SASL_MECHANISM", "AWS_MSK_IAM")
+    settings = load_settings()
+    assert client_config(settings)["security_protocol"] == "SASL_SSL"
+    config = consumer_config(settings, "g", "c")
+    assert config["sasl_mechanism"] == "AWS_MSK_IAM" and config["security_protocol"] == "SASL_SSL"
+    monkeypatch.setenv("CTLOOP_KAFKA_SASL_MECHANISM", "KERBEROS")
+    with pytest.raises(SettingsError, match="CTLOOP_KAFKA_SASL_MECHANISM"):
+        load_settings()

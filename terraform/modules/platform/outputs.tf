@@ -46,6 +46,7 @@ output "kustomize_settings_env" {
   value       = <<-EOT
     CTLOOP_LAKE_URI=${module.lake.lake_uri}
     CTLOOP_KAFKA_BOOTSTRAP=${module.msk.bootstrap_brokers_iam}
+    CTLOOP_FEAST_REGISTRY=s3://${module.lake.bucket_name}/feast/registry.db
     AWS_REGION=${local.region}
     AWS_DEFAULT_REGION=${local.region}
   EOT

@@ -1,0 +1,141 @@
+"""``ctloop training-set``: a labelled, point-in-time correct, immutable training snapshot.
+
+One row per primary event in [start, end). Features come from Feast's point-in-time join through
+the model's feature service, so a row only sees feature values whose time is at or before its own
+(and the Spark rows describe the entity *before* the event). Labels follow the maturity rule: an
+event with a label reported before ``as_of`` is positive; one without counts as negative only once
+``labels.maturity_days`` have passed by ``as_of``; the rest are left out, not guessed.
+
+The snapshot id is a hash of everything that decides its content (spec, interval, as-of, and the
+curated partitions it read), so the same inputs give the same id and an existing snapshot is never
+rewritten; new late data gives a new id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+from ctloop.lake import Lake
+from ctloop.settings import Settings
+from ctloop.spark_jobs import _clean_marker, curated_prefix, hours, partition_of, source_offsets
+from ctloop.spec import PipelineSpec, SpecError
+
+
+def snapshot_prefix(pipeline: str, snapshot_id: str) -> str:
+    return f"training_sets/{pipeline}/{snapshot_id}"
+
+
+def _read_curated(lake: Lake, spec: PipelineSpec, stream: str, columns: list[str], start: datetime | None,
+                  end: datetime) -> Any:
+    import pyarrow.dataset as ds
+
+    fs, root = lake.arrow_fs()
+    event = spec.events[stream]
+    base = f"{root}/{curated_prefix(spec.name, stream)}"
+    try:
+        data = ds.dataset(base, filesystem=fs, format="parquet", partitioning="hive", ignore_prefixes=["_", "."])
+    except (FileNotFoundError, OSError):
+        return None
+    t = ds.field(event.time_field)
+    cond = t < end if start is None else (t >= start) & (t < end)
+    return data.to_table(columns=columns, filter=cond)
+
+
+def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime, end: datetime,
+                       as_of: datetime | None = None, store: Any = None) -> dict[str, Any]:
+    import pandas as pd
+
+    from ctloop.feast_repo import open_store
+
+    if spec.features is None:
+        raise SpecError(f"pipeline {spec.name!r}: features: not set, so a training set has no features")
+    as_of = as_of or end
+    if as_of < end:
+        raise ValueError(f"--as-of {as_of.isoformat()} must not be before --end {end.isoformat()}")
+    primary = spec.events[spec.primary]
+    label_stream = spec.events[spec.labels.events]
+    join = spec.labels.join_key
+    target = spec.labels.target
+    keys = sorted({e.join_key for e in spec.features.entities.values()})
+    inputs: dict[str, dict[str, Any]] = {spec.primary: {}}
+    for h in hours(start, end):
+        marker = _clean_marker(spec.name, spec.primary, partition_of(h))
+        if lake.exists(marker):
+            inputs[spec.primary][partition_of(h)] = json.loads(lake.read(marker))
+    identity = json.dumps({"spec": spec.spec_hash, "service": spec.feature_service, "start": start.isoformat(),
+                           "end": end.isoformat(), "as_of": as_of.isoformat(),
+                           "inputs": {s: {p: [m["rows"], m["hash"]] for p, m in v.items()} for s, v in inputs.items()},
+                           "label_inputs": _label_fingerprint(lake, spec, as_of)}, sort_keys=True)
+    snapshot_id = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    prefix = snapshot_prefix(spec.name, snapshot_id)
+    if lake.exists(f"{prefix}/manifest.json"):
+        manifest = json.loads(lake.read(f"{prefix}/manifest.json"))
+        return {**manifest, "reused": True}
+
+    columns = sorted({primary.id_field, primary.time_field, join, *keys})
+    events = _read_curated(lake, spec, spec.primary, columns, start, end)
+    if events is None or events.num_rows == 0:
+        raise ValueError(f"no curated {spec.primary} events in [{start.isoformat()}, {end.isoformat()}): "
+                         f"run `ctloop spark clean` for the interval first")
+    entity_df = events.to_pandas().rename(columns={primary.time_field: "event_timestamp"})
+    labels = _read_curated(lake, spec, spec.labels.events, [join, label_stream.time_field], None, as_of)
+    reported = (labels.to_pandas().groupby(join)[label_stream.time_field].min()
+                if labels is not None and labels.num_rows else pd.Series(dtype="datetime64[us, UTC]"))
+    positive = entity_df[join].isin(reported.index)
+    mature = entity_df["event_timestamp"] + timedelta(days=spec.labels.maturity_days) <= pd.Timestamp(as_of)
+    keep = positive | mature
+    immature = int((~keep).sum())
+    entity_df = entity_df[keep].copy()
+    entity_df[target] = positive[keep].astype("int64")
+    print(f"[training-set] {len(entity_df)} rows ({immature} immature left out); point-in-time join through "
+          f"feature service {spec.feature_service}", file=sys.stderr, flush=True)
+    store = store or open_store(settings, spec)
+    service = store.get_feature_service(spec.feature_service)
+    frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    frame = frame.sort_values(["event_timestamp", primary.id_field]).reset_index(drop=True)
+    feature_names = list(spec.feature_columns)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+    lake.write(f"{prefix}/data.parquet", sink.getvalue().to_pybytes())
+    rows = len(frame)
+    manifest = {
+        "snapshot_id": snapshot_id, "pipeline": spec.name, "spec_hash": spec.spec_hash,
+        "feature_service": spec.feature_service, "features": feature_names, "target": target,
+        "start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(),
+        "maturity_days": spec.labels.maturity_days, "row_count": rows,
+        "positives": int(frame[target].sum()),
+        "label_rate": round(float(frame[target].mean()), 6) if rows else None,
+        "immature_left_out": immature,
+        "missing_feature_values": {f: int(frame[f].isna().sum()) for f in feature_names},
+        "sources": {spec.primary: source_offsets(lake, spec, spec.primary, start, end),
+                    spec.labels.events: source_offsets(lake, spec, spec.labels.events,
+                                                       start - timedelta(days=3650), as_of)},
+        "data": lake.url(f"{prefix}/data.parquet"),
+    }
+    lake.write(f"{prefix}/manifest.json", json.dumps(manifest, indent=1).encode())
+    return {**manifest, "reused": False}
+
+
+def _label_fingerprint(lake: Lake, spec: PipelineSpec, as_of: datetime) -> str:
+    """Hash of the curated label partitions before ``as_of`` (their markers), so new labels mean a new id."""
+    prefix = f"_state/clean/{spec.name}/{spec.labels.events}/"
+    digest = hashlib.sha256()
+    for path in lake.list(prefix):
+        part = path[len(prefix):].removesuffix(".json")
+        try:
+            from ctloop.spark_jobs import hour_of
+
+            if hour_of(part) >= as_of:
+                continue
+        except ValueError:
+            continue
+        marker = json.loads(lake.read(path))
+        digest.update(f"{part}:{marker['rows']}:{marker['hash']};".encode())
+    return digest.hexdigest()[:16]
