@@ -165,3 +165,27 @@ def test_simulated_tables_are_valid(built: dict[str, Any]) -> None:
     # sanity for the helper itself: the same seed gives the same events
     again = simulate_tables(built["spec"], 2500, seed=3)
     assert again["transactions"].equals(built["tables"]["transactions"])
+
+
+def test_spark_sql_view_adds_its_columns(spark: Any, built: dict[str, Any]) -> None:
+    """A view may come from Spark SQL over the curated streams instead of (or beside) aggregations."""
+    data = copy.deepcopy(built["spec"].model_dump(mode="json"))
+    data["features"]["views"] = {"card_sql": {
+        "entity": "card", "source": "transactions", "ttl": "7d",
+        "sql": "SELECT card_id, event_time AS event_timestamp, CAST(amount > 100 AS INT) AS big_amount,"
+               " amount * 2 AS double_amount FROM transactions",
+        "sql_features": {"big_amount": "int", "double_amount": "double"},
+    }}
+    spec = parse_spec(data, "pipelines/fraud.yaml")
+    build_features(spark, spec, built["lake"], START, END)
+    rows = _read(built["lake"], features_prefix(spec.name, "card_sql"))
+    curated = _read(built["lake"], curated_prefix(spec.name, "transactions"))
+    assert len(rows) == len(curated) > 0
+    joined = rows.merge(curated, left_on=["card_id", "event_timestamp"], right_on=["card_id", "event_time"])
+    assert len(joined) == len(rows)
+    assert (joined.big_amount == (joined.amount > 100).astype(int)).all()
+    assert (joined.double_amount == joined.amount * 2).all()
+
+    data["features"]["views"]["card_sql"]["sql"] = "SELECT card_id FROM transactions"
+    with pytest.raises(SpecError, match=r"features\.views\.card_sql\.sql: the query does not return \[.*'big_amount'"):
+        build_features(spark, parse_spec(data, "pipelines/fraud.yaml"), built["lake"], START, END)
