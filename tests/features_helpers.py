@@ -11,12 +11,14 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from ctloop.events import EventCodec
 from ctloop.ingest import manifest_prefix, raw_prefix
-from ctloop.lake import Lake
+from ctloop.lake import Lake, LocalLake
 from ctloop.simulate import load_simulator
 from ctloop.spec import PipelineSpec
 
@@ -74,3 +76,9 @@ def write_simulated_lake(lake: Lake, spec: PipelineSpec, events: int, seed: int 
             if chunk.num_rows:
                 write_table(lake, spec, stream, chunk, p, 0)
     return tables
+
+
+def read_dataset(lake: LocalLake, prefix: str) -> pd.DataFrame:
+    """A hive-partitioned folder of the lake (curated, features, ...) as one frame."""
+    data = ds.dataset(str(lake.root / prefix), format="parquet", partitioning="hive", ignore_prefixes=["_", "."])
+    return data.to_table().to_pandas()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.dataset as ds
 import pytest
 from ctloop.lake import LocalLake
 from ctloop.materialize import materialize, read_watermark
@@ -24,15 +23,10 @@ from ctloop.spec import load_spec
 from ctloop.training_set import build_training_set
 
 from tests.conftest import ROOT, make_pipeline
-from tests.features_helpers import write_simulated_lake
+from tests.features_helpers import read_dataset, write_simulated_lake
 
 START, END = parse_interval("2026-01-01", "2026-01-05")
 STORES = ["sqlite", "redis"]
-
-
-def _read(lake: LocalLake, prefix: str) -> pd.DataFrame:
-    data = ds.dataset(str(lake.root / prefix), format="parquet", partitioning="hive", ignore_prefixes=["_", "."])
-    return data.to_table().to_pandas()
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +68,7 @@ def test_online_values_after_materialization_equal_the_latest_offline(lake_with_
     assert first["views"]["card_activity"]["chunks"] == 4  # 1-day chunks over 4 days
     assert read_watermark(lake, settings, "fraud", "card_activity") == END
     for view, key in (("card_activity", "card_id"), ("merchant_risk", "merchant_id")):
-        offline = _read(lake, features_prefix("fraud", view))
+        offline = read_dataset(lake, features_prefix("fraud", view))
         latest = offline.sort_values("event_timestamp").groupby(key).tail(1).set_index(key).sort_index()
         sample = list(latest.index[:40])
         got = _online(store, spec, key, sample).set_index(key).loc[sample]
@@ -108,14 +102,14 @@ def test_training_set_is_point_in_time_correct_and_immutable(lake_with_features:
     assert 0 < manifest["label_rate"] < 1 and manifest["immature_left_out"] > 0
     assert manifest["sources"]["transactions"]["offsets"] and manifest["sources"]["transactions"]["partitions"]
     frame = pd.read_parquet(lake.root / f"training_sets/fraud/{snap['snapshot_id']}/data.parquet")
-    labels = _read(lake, curated_prefix("fraud", "chargebacks"))
+    labels = read_dataset(lake, curated_prefix("fraud", "chargebacks"))
     reported = labels[labels.reported_at < as_of].transaction_id
     # maturity: a negative is at least maturity_days old by as_of; every reported label is positive
     negatives = frame[frame.is_fraud == 0]
     assert (negatives.event_timestamp + timedelta(days=1) <= as_of).all()
     assert frame[frame.transaction_id.isin(reported)].is_fraud.eq(1).all()
     # leakage: every value equals a brute-force count over events strictly before the row
-    txns = _read(lake, curated_prefix("fraud", "transactions"))
+    txns = read_dataset(lake, curated_prefix("fraud", "transactions"))
     for row in frame.sample(200, random_state=3).itertuples():
         t = row.event_timestamp
         mine = txns[(txns.card_id == row.card_id) & (txns.event_time < t)]

@@ -8,9 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pytest
 from ctloop.lake import LocalLake
 from ctloop.spark_jobs import (
@@ -25,14 +23,9 @@ from ctloop.spark_jobs import (
 from ctloop.spec import SpecError, load_spec, parse_spec
 
 from tests.conftest import make_pipeline
-from tests.features_helpers import simulate_tables, write_simulated_lake, write_table
+from tests.features_helpers import read_dataset, simulate_tables, write_simulated_lake, write_table
 
 START, END = parse_interval("2026-01-01", "2026-01-06")  # the 4 simulated days, and some
-
-
-def _read(lake: LocalLake, prefix: str) -> pd.DataFrame:
-    data = ds.dataset(str(lake.root / prefix), format="parquet", partitioning="hive", ignore_prefixes=["_", "."])
-    return data.to_table().to_pandas()
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +54,10 @@ def test_clean_enforces_schema_dedupes_and_quarantines(built: dict[str, Any]) ->
     assert summary["duplicates"] == 1
     assert summary["quarantined"] == 2
     assert summary["rows"] == txns.num_rows  # every valid id once, the duplicate dropped
-    curated = _read(built["lake"], curated_prefix("fraud", "transactions"))
+    curated = read_dataset(built["lake"], curated_prefix("fraud", "transactions"))
     assert curated["transaction_id"].is_unique and len(curated) == txns.num_rows
     assert str(curated["event_time"].dtype).startswith("datetime64[us, UTC]")
-    quarantine = _read(built["lake"], quarantine_prefix("fraud", "transactions")).set_index("transaction_id")
+    quarantine = read_dataset(built["lake"], quarantine_prefix("fraud", "transactions")).set_index("transaction_id")
     assert quarantine.loc["bad-amount", "quarantine_reason"] == "amount: below min 0.0"
     reason = quarantine.loc["bad-currency", "quarantine_reason"]
     assert reason.startswith("currency: not one of the allowed values, got 'XXX'")
@@ -78,16 +71,16 @@ def test_clean_and_features_are_idempotent_by_checksum(built: dict[str, Any], sp
     feats = build_features(spark, spec, lake, START, END)
     for view, first in built["features"]["views"].items():
         assert feats["views"][view]["checksum"] == first["checksum"], view
-        assert feats["views"][view]["rows"] == len(_read(lake, features_prefix("fraud", view)))
+        assert feats["views"][view]["rows"] == len(read_dataset(lake, features_prefix("fraud", view)))
 
 
 def test_no_feature_value_uses_an_event_at_or_after_its_row(built: dict[str, Any]) -> None:
     """Recompute every feature from the curated events by brute force over [t - w, t)."""
     lake = built["lake"]
-    txns = _read(lake, curated_prefix("fraud", "transactions"))
-    labels = _read(lake, curated_prefix("fraud", "chargebacks"))
-    card = _read(lake, features_prefix("fraud", "card_activity"))
-    merchant = _read(lake, features_prefix("fraud", "merchant_risk"))
+    txns = read_dataset(lake, curated_prefix("fraud", "transactions"))
+    labels = read_dataset(lake, curated_prefix("fraud", "chargebacks"))
+    card = read_dataset(lake, features_prefix("fraud", "card_activity"))
+    merchant = read_dataset(lake, features_prefix("fraud", "merchant_risk"))
     assert len(card) == len(txns.drop_duplicates(["card_id", "event_time"]))
     by_card = {k: g.sort_values("event_time") for k, g in txns.groupby("card_id")}
     for row in card.sample(300, random_state=1).itertuples():
@@ -133,14 +126,14 @@ def test_late_events_recompute_the_partitions_they_touch(spark: Any, tmp_path: P
                                                                  preserve_index=False), 3, 50_000)
     summary = clean(spark, spec, lake, "transactions", day2, day3)
     assert summary["late_partitions"] == ["event_date=2026-01-02/event_hour=10"]
-    curated = _read(lake, curated_prefix("fraud", "transactions"))
+    curated = read_dataset(lake, curated_prefix("fraud", "transactions"))
     assert (curated.transaction_id == "late-1").sum() == 1
     clean(spark, spec, lake, "chargebacks", day2, day3)
     feats = build_features(spark, spec, lake, day2, day3)
     view = feats["views"]["card_activity"]
     assert view["from"] == late_time.replace(minute=0)
     assert view["late_inputs"] == ["transactions/event_date=2026-01-02/event_hour=10"]
-    rows = _read(lake, features_prefix("fraud", "card_activity"))
+    rows = read_dataset(lake, features_prefix("fraud", "card_activity"))
     after = rows[(rows.card_id == card) & (rows.event_timestamp > late_time)
                  & (rows.event_timestamp <= late_time + timedelta(hours=24))]
     if len(after):  # the late amount is now in every later trailing 24h window of that card
@@ -178,8 +171,8 @@ def test_spark_sql_view_adds_its_columns(spark: Any, built: dict[str, Any]) -> N
     }}
     spec = parse_spec(data, "pipelines/fraud.yaml")
     build_features(spark, spec, built["lake"], START, END)
-    rows = _read(built["lake"], features_prefix(spec.name, "card_sql"))
-    curated = _read(built["lake"], curated_prefix(spec.name, "transactions"))
+    rows = read_dataset(built["lake"], features_prefix(spec.name, "card_sql"))
+    curated = read_dataset(built["lake"], curated_prefix(spec.name, "transactions"))
     assert len(rows) == len(curated) > 0
     joined = rows.merge(curated, left_on=["card_id", "event_timestamp"], right_on=["card_id", "event_time"])
     assert len(joined) == len(rows)
