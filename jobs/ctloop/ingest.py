@@ -153,12 +153,9 @@ def _unpack(blob: bytes, lengths: bytes) -> list[bytes | None]:
 class Written:
     """What one batch (a partition's closed segments) put in the lake."""
 
-    tp: TopicPartition
-    next_offset: int
     rows: int
     dead_letters: int
     files: list[dict[str, Any]]
-    manifest: str
 
 
 class LanderMetrics:
@@ -229,7 +226,7 @@ class SegmentWriter:
             "landed_at": datetime.now(UTC).isoformat(),
         }
         self.lake.write(manifest_path, json.dumps(manifest, indent=1).encode())
-        return Written(tp, last + 1, rows, dead, files, manifest_path)
+        return Written(rows, dead, files)
 
     def _write_parquet(self, item: tuple[str, pa.Table]) -> None:
         path, table = item
