@@ -10,14 +10,23 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ctloop.settings import Settings, SettingsError, load_settings
 from ctloop.spec import SpecError, load_spec
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+def _emit(args: argparse.Namespace, data: Any) -> None:
+    """Print the command's JSON summary; with ``--result-file`` also write it there (Airflow's XCom)."""
+    text = json.dumps(data, indent=2, default=str)
+    print(text)
+    if args.result_file:
+        path = Path(args.result_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,7 +40,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     else:
         rows = stack.status()
     if args.json:
-        _print_json(rows)
+        _emit(args, rows)
     else:
         for row in rows:
             pid = row["pid"] or "-"
@@ -43,7 +52,7 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from ctloop.produce import produce
 
     spec = load_spec(args.pipeline, settings.pipelines_dir)
-    _print_json(produce(spec, settings, events=args.events, seed=args.seed, rate=args.rate,
+    _emit(args, produce(spec, settings, events=args.events, seed=args.seed, rate=args.rate,
                         bad_fraction=args.bad_fraction, drift_at=args.drift_at, drift_kind=args.drift_kind))
     return 0
 
@@ -54,7 +63,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = load_spec(args.pipeline, settings.pipelines_dir)
     mode = "follow" if args.follow else "until_caught_up"
-    _print_json(land(spec, settings, open_lake(settings), mode, max_seconds=args.max_seconds))
+    _emit(args, land(spec, settings, open_lake(settings), mode, max_seconds=args.max_seconds))
     return 0
 
 
@@ -79,7 +88,7 @@ def cmd_spark(args: argparse.Namespace, settings: Settings) -> int:
         raise SpecError(f"pipeline {spec.name!r}: features: not set, so there is nothing to compute")
     spark = spark_session(settings, f"ctloop-{args.job}-{spec.name}")
     job = clean_pipeline if args.job == "clean" else build_features
-    _print_json(job(spark, spec, open_lake(settings), start, end))
+    _emit(args, job(spark, spec, open_lake(settings), start, end))
     return 0
 
 
@@ -90,7 +99,7 @@ def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = load_spec(args.pipeline, settings.pipelines_dir)
     start, end = parse_interval(args.start, args.end)
-    _print_json(materialize(spec, settings, open_lake(settings), start, end))
+    _emit(args, materialize(spec, settings, open_lake(settings), start, end))
     return 0
 
 
@@ -102,7 +111,7 @@ def cmd_training_set(args: argparse.Namespace, settings: Settings) -> int:
     spec = load_spec(args.pipeline, settings.pipelines_dir)
     start, end = parse_interval(args.start, args.end)
     as_of = parse_interval(args.as_of, "9999-01-01")[0] if args.as_of else None
-    _print_json(build_training_set(spec, settings, open_lake(settings), start, end, as_of))
+    _emit(args, build_training_set(spec, settings, open_lake(settings), start, end, as_of))
     return 0
 
 
@@ -173,13 +182,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     out = settings.state_dir / "demo-summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
-    _print_json(summary)
+    _emit(args, summary)
     print(f"[demo] summary written to {out}; stop the stack with `ctloop stack down`", file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctloop", description=__doc__.splitlines()[0])
+    parser.add_argument("--result-file", metavar="PATH",
+                        help="also write the JSON summary to PATH (the operator factory passes Airflow's XCom file)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     stack = sub.add_parser("stack", help="start, inspect or stop the embedded services (local runtime)")

@@ -163,6 +163,68 @@ class FeaturesSpec(_Strict):
     service: str = Field("", description="Feast feature service of the model (default `<name>_model`).")
 
 
+Metric = Literal["pr_auc", "roc_auc", "recall_at_precision", "log_loss", "calibration_error"]
+LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "calibration_error"})
+
+
+class ModelSpec(_Strict):
+    builder: str = Field("ctloop.model:build_model", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                         description="'module:function' that builds the Keras model from the spec.")
+    registered_name: str = Field("", description="MLflow registered model name (default `ctloop-<name>`).")
+    request_fields: list[str] = Field(
+        default_factory=list,
+        description="Fields of the primary event the model reads at request time, next to the features.")
+    hidden_units: list[int] = Field(default_factory=lambda: [64, 32], description="Dense layer widths.")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    max_epochs: int = Field(20, gt=0)
+    patience: int = Field(3, gt=0, description="Early stopping: epochs without validation PR-AUC gain.")
+    seed: int = Field(42, description="Seeds weights, shuffling and dropout: same snapshot + seed, same model.")
+    validation_days: Duration = Field("3d", description="Most recent span before the holdout, for early stopping.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Free-form arguments for a custom builder.")
+
+
+class SliceSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    field: str = Field(description="Field of the primary event the slice selects on.")
+    equals: str | None = Field(None, description="Rows whose field has this value.")
+    min: float | None = Field(None, description="Rows whose field is at least this.")
+    max: float | None = Field(None, description="Rows whose field is below this.")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> SliceSpec:
+        if (self.equals is None) == (self.min is None and self.max is None):
+            raise ValueError("give either equals or min/max")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    holdout_days: Duration = Field("5d", description="Most recent span of the snapshot, scored by both models.")
+    precision_target: float = Field(0.8, gt=0, lt=1, description="recall_at_precision is measured at this precision.")
+    calibration_bins: int = Field(10, ge=2, le=100)
+    min_slice_positives: int = Field(
+        10, ge=1, description="A slice with fewer positives in the holdout is reported but not gated.")
+    slices: list[SliceSpec] = Field(default_factory=list)
+
+
+class GateSpec(_Strict):
+    floors: dict[Metric, float] = Field(
+        default_factory=dict, description="Absolute limits: at least (or, for lower-is-better, at most) this.")
+    min_improvement: dict[Metric, float] = Field(
+        default_factory=dict, description="Candidate minus champion, in the metric's better direction.")
+    max_slice_regression: float = Field(
+        0.05, ge=0, description="Largest drop of primary_metric allowed on any gated slice vs the champion.")
+    primary_metric: Metric = Field("pr_auc", description="Metric compared per slice.")
+
+
+class RetrainSpec(_Strict):
+    schedule: str | None = Field("@daily", description="Cron or preset for scheduled training; null: events only.")
+    cooldown: Duration = Field("6h", description="No new training run this soon after the last accepted one.")
+    daily_budget: int = Field(4, ge=1, description="Accepted training runs per pipeline per UTC day.")
+    merge_window: Duration = Field("1h", description="Requests this close to a pending one are merged into it.")
+
+
 class SimulatorSpec(_Strict):
     generator: str = Field(description="'module:Class' of the event generator used by `ctloop produce`.")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -178,6 +240,10 @@ class PipelineSpec(_Strict):
     ingest: IngestSpec = IngestSpec()
     simulator: SimulatorSpec | None = None
     features: FeaturesSpec | None = None
+    model: ModelSpec = ModelSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    gate: GateSpec = GateSpec()
+    retrain: RetrainSpec = RetrainSpec()
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PipelineSpec:
@@ -194,6 +260,7 @@ class PipelineSpec(_Strict):
             raise ValueError(f"two event streams share a topic: {topics}")
         if self.features is not None:
             self._check_features(self.features)
+        self._check_model()
         if not self.ingest.consumer_group:
             group = self.ingest.model_copy(update={"consumer_group": f"ctloop-lander-{self.name}"})
             object.__setattr__(self, "ingest", group)
@@ -232,6 +299,33 @@ class PipelineSpec(_Strict):
                 if feature in self.events[self.primary].fields or feature == self.labels.target:
                     raise ValueError(f"{where}: feature {feature!r} clashes with a field or the label")
                 seen[feature] = view_name
+
+    def _check_model(self) -> None:
+        fields = self.events[self.primary].fields
+        for i, name in enumerate(self.model.request_fields):
+            if name not in fields:
+                raise ValueError(f"model.request_fields[{i}]: {name!r} is not a field of events.{self.primary} "
+                                 f"({', '.join(fields)})")
+            if fields[name].type not in ("string", "int", "double", "bool"):
+                raise ValueError(f"model.request_fields[{i}]: {name!r} is a {fields[name].type}; "
+                                 "the model reads strings, numbers and bools")
+        for i, cut in enumerate(self.evaluation.slices):
+            if cut.field not in fields:
+                raise ValueError(f"evaluation.slices[{i}].field: {cut.field!r} is not a field of "
+                                 f"events.{self.primary} ({', '.join(fields)})")
+            numeric = fields[cut.field].type in ("int", "double")
+            if cut.equals is None and not numeric:
+                raise ValueError(f"evaluation.slices[{i}]: min/max need a number, {cut.field!r} is "
+                                 f"{fields[cut.field].type}")
+        names = [c.name for c in self.evaluation.slices]
+        if len(set(names)) != len(names):
+            raise ValueError(f"evaluation.slices: names repeat: {names}")
+        if duration_seconds(self.retrain.merge_window) > duration_seconds(self.retrain.cooldown):
+            raise ValueError("retrain.merge_window: must not be longer than retrain.cooldown")
+
+    @property
+    def registered_model(self) -> str:
+        return self.model.registered_name or f"ctloop-{self.name}"
 
     @property
     def feature_columns(self) -> dict[str, str]:
