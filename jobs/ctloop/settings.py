@@ -67,6 +67,37 @@ class Settings(BaseSettings):
         "", description="Feast registry path or s3:// URI (default: <state_dir>/feast/registry.db)."
     )
     feast_sqlite_path: str = Field("", description="SQLite online store file (default: <state_dir>/feast/online.db).")
+    # Airflow
+    airflow_port: int = Field(
+        18080, ge=1, le=65530,
+        description="Port of the local Airflow api-server (UI and REST); the next three serve its internal health "
+                    "and log endpoints.",
+    )
+    airflow_db_uri: str = Field(
+        "", description="Airflow metadata DB (SQLAlchemy URI; default sqlite under <state_dir>/airflow; "
+                        "postgresql+psycopg2://... for Postgres).",
+    )
+    airflow_parallelism: int = Field(4, ge=1, le=64, description="Tasks the local Airflow runs at once.")
+    airflow_api_url: str = Field(
+        "", description="Airflow's REST API base URL for clients (default http://127.0.0.1:<airflow_port>)."
+    )
+    job_image: str = Field(
+        "", description="Image of job pods (kubernetes runtime); empty: the image of the pod template."
+    )
+    k8s_namespace: str = Field("ctloop", description="Namespace of the job pods and their pod templates.")
+    job_pod_template: str = Field("ctloop-job", description="PodTemplate of CPU job pods.")
+    training_pod_template: str = Field("ctloop-training", description="PodTemplate of GPU training pods.")
+    deploy_pod_template: str = Field("ctloop-deploy", description="PodTemplate of the blue-green deploy step.")
+    job_secrets: str = Field(
+        "", description="Comma-separated Secrets added to job pods as environment (envFrom), e.g. credentials."
+    )
+    job_startup_timeout_s: int = Field(
+        900, ge=30, description="How long a job pod may stay Pending (GPU nodes scale up from zero)."
+    )
+    retrain_topic: str = Field(
+        "ctloop.retrain-requests", pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Kafka topic of retrain requests ({pipeline, reason, requested_by}).",
+    )
 
     @field_validator("lake_uri")
     @classmethod
@@ -100,6 +131,11 @@ class Settings(BaseSettings):
             object.__setattr__(self, "feast_registry", str(self.state_dir.resolve() / "feast" / "registry.db"))
         if not self.feast_sqlite_path:
             object.__setattr__(self, "feast_sqlite_path", str(self.state_dir.resolve() / "feast" / "online.db"))
+        if not self.airflow_db_uri:
+            object.__setattr__(self, "airflow_db_uri",
+                               f"sqlite:///{self.state_dir.resolve() / 'airflow' / 'airflow.db'}")
+        if not self.airflow_api_url:
+            object.__setattr__(self, "airflow_api_url", f"http://127.0.0.1:{self.airflow_port}")
         return self
 
     @cached_property
