@@ -32,7 +32,7 @@ from array import array
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -193,6 +193,7 @@ class Stats:
     recovered_orphans: int = 0
     rebalances: int = 0
     partitions: set[str] = field(default_factory=set)
+    hours: set[str] = field(default_factory=set)  # lake partitions (event hours) of committed raw files
 
 
 class SegmentWriter:
@@ -520,6 +521,7 @@ class Lander(ConsumerRebalanceListener):
             self.stats.dead_letters += w.dead_letters
             self.stats.files += len(w.files)
             self.stats.manifests += 1
+            self.stats.hours.update(f["lake_partition"] for f in w.files if f["kind"] == "raw")
             if self._metrics:
                 self._metrics.landed(w.rows, w.dead_letters)
 
@@ -568,7 +570,19 @@ class Lander(ConsumerRebalanceListener):
             "end_offsets": end_offsets, "seconds": round(now - self.stats.started, 2),
             "seconds_to_first_record": round(first - self.stats.started, 2) if first is not None else None,
             "events_per_s": round(self.stats.consumed / landing, 1) if landing else None,
+            "interval": _hours_interval(self.stats.hours),
         }
+
+
+def _hours_interval(partitions: set[str]) -> list[str] | None:
+    """[start, end) in whole hours covering the lake partitions landed (``event_date=…/event_hour=…``).
+
+    Airflow's asset events carry it, so the features DAG recomputes exactly the hours that changed.
+    """
+    if not partitions:
+        return None
+    hours = sorted(datetime.strptime(p, "event_date=%Y-%m-%d/event_hour=%H").replace(tzinfo=UTC) for p in partitions)
+    return [hours[0].isoformat(), (hours[-1] + timedelta(hours=1)).isoformat()]
 
 
 def land(spec: PipelineSpec, settings: Settings, lake: Lake, mode: Mode, *,

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -61,6 +62,12 @@ def test_lands_layout_manifests_and_dead_letters(tmp_path: Path, broker: str) ->
     assert listed == {p for p in lake.list("raw/fraud") + lake.list("_dlq/fraud")}
     for m in manifests:
         assert m["partitions_touched"] and m["first_offset"] <= m["last_offset"]
+    # the event-time interval Airflow's asset event carries: whole hours covering every raw partition
+    touched = sorted({"/".join(p.split("/")[3:5]) for p in lake.list("raw/fraud")})
+    start, end = summary["interval"]
+    assert start == datetime.strptime(touched[0], "event_date=%Y-%m-%d/event_hour=%H").replace(tzinfo=UTC).isoformat()
+    last = datetime.strptime(touched[-1], "event_date=%Y-%m-%d/event_hour=%H").replace(tzinfo=UTC)
+    assert end == (last + timedelta(hours=1)).isoformat()
 
 
 def test_rerun_is_a_no_op_and_replay_writes_the_same_files(tmp_path: Path, broker: str) -> None:
@@ -71,7 +78,7 @@ def test_rerun_is_a_no_op_and_replay_writes_the_same_files(tmp_path: Path, broke
     before = {p: lake.read(p) for p in lake.list("raw") + lake.list("_dlq")}
 
     again = land(spec, settings, lake, "until_caught_up")
-    assert again["consumed"] == 0 and again["files"] == 0
+    assert again["consumed"] == 0 and again["files"] == 0 and again["interval"] is None
     assert {p: lake.read(p) for p in lake.list("raw") + lake.list("_dlq")} == before
 
     # a replay from offset 0 by a fresh group into a second lake produces the same files
@@ -109,7 +116,7 @@ def test_broker_down_at_start_retries_then_lands_everything(tmp_path: Path) -> N
     with open(log_path, "wb") as log:
         lander = subprocess.Popen([sys.executable, "-m", "ctloop.cli", "ingest", "--pipeline", "fraud", "--follow"],
                                   env=env, stdout=subprocess.PIPE, stderr=log)
-    stack = Stack(settings)
+    stack = Stack(settings, ["broker"])
     try:
         deadline = time.monotonic() + 30
         while "not reachable" not in log_path.read_text() and time.monotonic() < deadline:
