@@ -63,7 +63,7 @@ def main() -> None:
     port = free_port()
     settings = load_settings(state_dir=work / "state", broker_port=port, kafka_bootstrap=f"127.0.0.1:{port}",
                              pipelines_dir=work / "pipelines", kafka_session_timeout_ms=6000)
-    stack = Stack(settings)
+    stack = Stack(settings, ["broker"])
     stack.up()
     try:
         spec = load_spec("fraud", settings.pipelines_dir)

@@ -29,7 +29,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Kafka-protocol broker (Tansu), started through the same code as `ctloop stack up`."""
     state = tmp_path_factory.mktemp("broker-state")
     settings = load_settings(state_dir=state, broker_port=free_port())
-    stack = Stack(settings)
+    stack = Stack(settings, ["broker"])
     stack.up(timeout_s=60)
     yield f"127.0.0.1:{settings.broker_port}"
     stack.down()

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+STACK_GROUPS = ("broker", "mlflow", "airflow")
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM"]
 
 
@@ -56,6 +57,24 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve Prometheus metrics of long-running jobs (the lander) on this port."
     )
+    stack_services: str = Field(
+        "broker,mlflow,airflow", description="Which embedded services `ctloop stack` manages (comma-separated)."
+    )
+    # MLflow
+    mlflow_port: int = Field(15000, ge=1, le=65535, description="Port of the embedded MLflow tracking server.")
+    mlflow_tracking_uri: str = Field(
+        "", description="MLflow tracking server every job logs to (default: the embedded one, http://127.0.0.1:<port>)."
+    )
+    mlflow_backend_store_uri: str = Field(
+        "", description="Backend store of the embedded server: sqlite:///… (default under state_dir) or postgresql://…"
+    )
+    mlflow_artifacts_destination: str = Field(
+        "", description="Where the embedded server keeps artifacts: a folder (default under state_dir) or s3://…"
+    )
+    mlflow_experiment: str = Field("ctloop-{pipeline}", description="Experiment name; `{pipeline}` is replaced.")
+    mixed_precision: bool = Field(False, description="Train in mixed_float16 when a GPU is present (ignored on CPU).")
+    actor: str = Field("", description="Who registry alias moves are recorded as (default: Airflow run or user@host).")
+    code_version: str = Field("", description="Code version tagged on runs (default: git commit, else package version)")
     spark_master: str = Field("local[*]", description="Spark master URL for the Spark jobs (any master Spark accepts).")
     spark_shuffle_partitions: int = Field(8, ge=1, le=100_000, description="spark.sql.shuffle.partitions of the jobs.")
     feast_project: str = Field("ctloop", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name.")
@@ -115,6 +134,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
 
+    @field_validator("stack_services")
+    @classmethod
+    def _stack_services(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(STACK_GROUPS))
+        if unknown or not names:
+            raise ValueError(f"expected a comma-separated subset of {', '.join(STACK_GROUPS)}, got {value!r}")
+        return ",".join(names)
+
     @field_validator("feast_redis")
     @classmethod
     def _redis(cls, value: str) -> str:
@@ -129,6 +157,14 @@ class Settings(BaseSettings):
             object.__setattr__(self, "lake_uri", (self.state_dir.resolve() / "lake").as_uri())
         if not self.feast_registry:
             object.__setattr__(self, "feast_registry", str(self.state_dir.resolve() / "feast" / "registry.db"))
+        if not self.mlflow_tracking_uri:
+            object.__setattr__(self, "mlflow_tracking_uri", f"http://127.0.0.1:{self.mlflow_port}")
+        if not self.mlflow_backend_store_uri:
+            db = self.state_dir.resolve() / "mlflow" / "mlflow.db"
+            object.__setattr__(self, "mlflow_backend_store_uri", f"sqlite:///{db}")
+        if not self.mlflow_artifacts_destination:
+            artifacts = self.state_dir.resolve() / "mlflow" / "artifacts"
+            object.__setattr__(self, "mlflow_artifacts_destination", str(artifacts))
         if not self.feast_sqlite_path:
             object.__setattr__(self, "feast_sqlite_path", str(self.state_dir.resolve() / "feast" / "online.db"))
         if not self.airflow_db_uri:
@@ -137,6 +173,10 @@ class Settings(BaseSettings):
         if not self.airflow_api_url:
             object.__setattr__(self, "airflow_api_url", f"http://127.0.0.1:{self.airflow_port}")
         return self
+
+    @cached_property
+    def stack_groups(self) -> list[str]:
+        return self.stack_services.split(",")
 
     @cached_property
     def bootstrap_servers(self) -> list[str]:

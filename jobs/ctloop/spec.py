@@ -182,6 +182,7 @@ class ModelSpec(_Strict):
     patience: int = Field(3, gt=0, description="Early stopping: epochs without validation PR-AUC gain.")
     seed: int = Field(42, description="Seeds weights, shuffling and dropout: same snapshot + seed, same model.")
     validation_days: Duration = Field("3d", description="Most recent span before the holdout, for early stopping.")
+    training_window: Duration = Field("60d", description="Span of labelled history `training-set --latest` takes.")
     params: dict[str, Any] = Field(default_factory=dict, description="Free-form arguments for a custom builder.")
 
 

@@ -38,6 +38,7 @@ class Service:
     url: str
     env: dict[str, str] = field(default_factory=dict)
     port_setting: str = ""
+    prepare: Callable[[], None] | None = None  # one-off set-up before each start (folders, migrations)
 
 
 def tansu_binary() -> Path:
@@ -68,6 +69,44 @@ def kafka_healthy(bootstrap: str) -> bool:
         admin.close()
 
 
+def http_healthy(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def mlflow_service(settings: Settings) -> Service:
+    """MLflow tracking server and model registry, serving artifacts itself (clients need no store access)."""
+    import sys
+
+    port = settings.mlflow_port
+    artifacts = settings.mlflow_artifacts_destination
+    backend = settings.mlflow_backend_store_uri
+
+    def prepare() -> None:
+        if "://" not in artifacts:
+            Path(artifacts).mkdir(parents=True, exist_ok=True)
+        if backend.startswith("sqlite:///"):
+            Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+    return Service(
+        name="mlflow",
+        port=port,
+        command=[str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", "1", "--backend-store-uri", backend, "--artifacts-destination", artifacts],
+        healthy=lambda: http_healthy(f"http://127.0.0.1:{port}/health"),
+        url=f"http://127.0.0.1:{port}",
+        env={"MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url} if settings.s3_endpoint_url else {},
+        port_setting="CTLOOP_MLFLOW_PORT",
+        prepare=prepare,
+    )
+
+
 def services(settings: Settings) -> list[Service]:
     """The services of the embedded stack, in start order."""
     port = settings.broker_port
@@ -81,7 +120,9 @@ def services(settings: Settings) -> list[Service]:
         url=f"kafka://127.0.0.1:{port}",
         port_setting="CTLOOP_BROKER_PORT",
     )
-    return [broker]
+    from ctloop.airflow_local import airflow_services
+
+    return [broker, mlflow_service(settings), *airflow_services(settings)]
 
 
 def free_port() -> int:
@@ -98,10 +139,12 @@ def port_in_use(port: int) -> bool:
 
 
 class Stack:
-    def __init__(self, settings: Settings, service_list: list[Service] | None = None) -> None:
+    def __init__(self, settings: Settings, groups: list[str] | None = None) -> None:
+        """The services of ``groups`` (default CTLOOP_STACK_SERVICES): ``airflow`` names every airflow-* service."""
         self.settings = settings
         self.dir = settings.state_dir.resolve() / "stack"
-        self.services = service_list if service_list is not None else services(settings)
+        wanted = set(groups if groups is not None else settings.stack_groups)
+        self.services = [s for s in services(settings) if s.name.split("-")[0] in wanted]
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _pid_file(self, service: Service) -> Path:
@@ -146,6 +189,8 @@ class Stack:
         return self.status()
 
     def _start(self, service: Service) -> psutil.Process:
+        if service.prepare is not None:
+            service.prepare()
         with open(self.log_file(service), "ab") as log:
             popen = subprocess.Popen(service.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**os.environ, **service.env}, start_new_session=True, cwd=self.dir)

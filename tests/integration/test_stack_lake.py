@@ -23,20 +23,23 @@ def _ctloop(env_settings: dict[str, str], *args: str) -> subprocess.CompletedPro
 
 
 def test_stack_up_is_idempotent_status_reports_and_down_stops(tmp_path: Path) -> None:
-    env = {"CTLOOP_STATE_DIR": str(tmp_path), "CTLOOP_BROKER_PORT": str(free_port())}
+    """Broker and MLflow server (Airflow has its own lifecycle test in tests/dags)."""
+    env = {"CTLOOP_STATE_DIR": str(tmp_path), "CTLOOP_BROKER_PORT": str(free_port()),
+           "CTLOOP_MLFLOW_PORT": str(free_port()), "CTLOOP_STACK_SERVICES": "broker,mlflow"}
     first = _ctloop(env, "stack", "up")
     assert first.returncode == 0, first.stderr
     status = json.loads(_ctloop(env, "stack", "status", "--json").stdout)
-    assert status[0]["service"] == "broker" and status[0]["state"] == "running"
-    pid = status[0]["pid"]
+    assert [(s["service"], s["state"]) for s in status] == [("broker", "running"), ("mlflow", "running")]
+    pids = [s["pid"] for s in status]
     assert _ctloop(env, "stack", "up").returncode == 0
-    assert json.loads(_ctloop(env, "stack", "status", "--json").stdout)[0]["pid"] == pid  # not a second broker
-    assert (tmp_path / "stack" / "broker.log").exists()
+    assert [s["pid"] for s in json.loads(_ctloop(env, "stack", "status", "--json").stdout)] == pids  # no second copy
+    assert (tmp_path / "stack" / "broker.log").exists() and (tmp_path / "stack" / "mlflow.log").exists()
 
     down = _ctloop(env, "stack", "down")
     assert down.returncode == 0
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert json.loads(_ctloop(env, "stack", "status", "--json").stdout)[0]["state"] == "stopped"
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert {s["state"] for s in json.loads(_ctloop(env, "stack", "status", "--json").stdout)} == {"stopped"}
     assert _ctloop(env, "stack", "status").returncode == 1  # scripts can test it
 
 
@@ -48,14 +51,15 @@ def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         settings = load_settings(state_dir=tmp_path, broker_port=port)
         with pytest.raises(StackError, match=f"port {port} is already taken by a process ctloop did not start; "
                                              "stop it or choose another port with CTLOOP_BROKER_PORT"):
-            Stack(settings).up()
-        proc = _ctloop({"CTLOOP_STATE_DIR": str(tmp_path), "CTLOOP_BROKER_PORT": str(port)}, "stack", "up")
+            Stack(settings, ["broker"]).up()
+        proc = _ctloop({"CTLOOP_STATE_DIR": str(tmp_path), "CTLOOP_BROKER_PORT": str(port),
+                        "CTLOOP_STACK_SERVICES": "broker"}, "stack", "up")
         assert proc.returncode == 2 and "already taken" in proc.stderr
 
 
 def test_a_dead_broker_is_reported_stopped_and_restarted(tmp_path: Path) -> None:
     settings = load_settings(state_dir=tmp_path, broker_port=free_port())
-    stack = Stack(settings)
+    stack = Stack(settings, ["broker"])
     pid = stack.up()[0]["pid"]
     psutil.Process(pid).kill()
     psutil.Process(pid).wait(10)

@@ -6,7 +6,23 @@ import re
 from pathlib import Path
 
 from ctloop.settings import Settings
-from ctloop.spec import EventSpec, FieldSpec, IngestSpec, LabelSpec, PipelineSpec, SimulatorSpec
+from ctloop.spec import (
+    AggregationSpec,
+    EntitySpec,
+    EvaluationSpec,
+    EventSpec,
+    FeaturesSpec,
+    FeatureViewSpec,
+    FieldSpec,
+    GateSpec,
+    IngestSpec,
+    LabelSpec,
+    ModelSpec,
+    PipelineSpec,
+    RetrainSpec,
+    SimulatorSpec,
+    SliceSpec,
+)
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +37,9 @@ def _documented(doc: str) -> set[str]:
 def test_every_spec_field_is_documented() -> None:
     doc = (ROOT / "docs" / "pipeline-spec.md").read_text()
     documented = _documented(doc)
-    models: list[type[BaseModel]] = [PipelineSpec, EventSpec, FieldSpec, LabelSpec, IngestSpec, SimulatorSpec]
+    models: list[type[BaseModel]] = [PipelineSpec, EventSpec, FieldSpec, LabelSpec, IngestSpec, SimulatorSpec,
+                                     FeaturesSpec, EntitySpec, FeatureViewSpec, AggregationSpec, ModelSpec,
+                                     EvaluationSpec, SliceSpec, GateSpec, RetrainSpec]
     missing = {f"{m.__name__}.{name}" for m in models for name in m.model_fields if name not in documented}
     assert not missing, f"docs/pipeline-spec.md does not document: {sorted(missing)}"
 
