@@ -45,6 +45,11 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         for row in rows:
             pid = row["pid"] or "-"
             print(f"{row['service']:<10} {row['state']:<10} {row['url']:<28} pid={pid:<8} log={row['log']}")
+    if args.action == "up" and any(r["service"] == "airflow-api-server" for r in rows):
+        from ctloop.airflow_local import login
+
+        user, password = login(settings)
+        print(f"Airflow UI and REST API: {settings.airflow_api_url}  login: {user} / {password}", file=sys.stderr)
     return 0 if args.action == "down" or all(r["state"] == "running" for r in rows) else 1
 
 
@@ -187,6 +192,43 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop import retrain
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    if args.action == "request":
+        from kafka import KafkaProducer
+
+        from ctloop.broker import client_config, connect
+
+        producer = connect(lambda: KafkaProducer(**client_config(settings), acks="all"), settings, "retrain")
+        try:
+            sent = producer.send(settings.retrain_topic, retrain.request_message(spec.name, args.reason,
+                                                                                 args.requested_by)).get(30)
+        finally:
+            producer.close()
+        _emit(args, {"topic": sent.topic, "partition": sent.partition, "offset": sent.offset, "pipeline": spec.name,
+                     "reason": args.reason, "requested_by": args.requested_by})
+        return 0
+    from ctloop.lake import open_lake
+
+    ledger = retrain.Ledger(open_lake(settings), spec.name)
+    if args.action == "ledger":
+        _emit(args, ledger.records())
+        return 0
+    if not (args.run_id and args.now):
+        raise ValueError(f"retrain {args.action}: give --run-id and --now")
+    now = retrain.parse_time(args.now)
+    if args.action == "decide":
+        requests = [retrain.RetrainRequest.from_dict(r, pipeline=spec.name) for r in json.loads(args.requests or "[]")]
+        policy = retrain.Policy.from_spec(spec.retrain)
+        _emit(args, retrain.record_decisions(ledger, policy, requests, run_id=args.run_id, now=now))
+    else:
+        results = json.loads(args.results or "{}")
+        _emit(args, retrain.record_finish(ledger, pipeline=spec.name, run_id=args.run_id, results=results, now=now))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctloop", description=__doc__.splitlines()[0])
     parser.add_argument("--result-file", metavar="PATH",
@@ -241,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     tset.add_argument("--end", required=True, help="last event time (exclusive)")
     tset.add_argument("--as-of", help="labels known at this time (default: --end)")
     tset.set_defaults(func=cmd_training_set)
+
+    retr = sub.add_parser("retrain", help="retrain requests and the retrain policy's ledger (docs/airflow.md)")
+    retr.add_argument("action", choices=["request", "decide", "finish", "ledger"],
+                      help="request: send one to the Kafka topic; decide/finish: the train DAG's policy steps; "
+                           "ledger: print every decision")
+    retr.add_argument("--pipeline", required=True)
+    retr.add_argument("--reason", default="requested by hand", help="request: why")
+    retr.add_argument("--requested-by", default="cli", help="request: who")
+    retr.add_argument("--run-id", help="decide/finish: the train DAG run")
+    retr.add_argument("--now", help="decide/finish: the run's time (ISO); the policy never reads the clock")
+    retr.add_argument("--requests", help="decide: JSON list of requests ({reason, requested_by, requested_at, source})")
+    retr.add_argument("--results", help="finish: JSON {quality, evaluation, registered} of the run's jobs")
+    retr.set_defaults(func=cmd_retrain)
 
     demo = sub.add_parser("demo", help="run the loop end to end on the embedded stack")
     demo.add_argument("--pipeline", default="fraud")
