@@ -1,0 +1,119 @@
+"""### `<pipeline>_train` — retrain when the policy allows it, and register a better model
+
+Started by any of:
+
+* the schedule (`retrain.schedule` in the pipeline spec), or new features (`ctloop://<pipeline>/features`),
+  or a retrain request (`ctloop://<pipeline>/retrain-requests`: the monitor DAG, or a message on the
+  Kafka topic `CTLOOP_RETRAIN_TOPIC` watched by the triggerer) — one `AssetOrTimeSchedule`;
+* a manual or REST trigger with `{"reason": "..."}` in the run's conf.
+
+Tasks:
+
+1. `requests` gathers the run's retrain requests; `retrain_policy` (`ctloop retrain decide`)
+   applies the spec's `retrain` policy — cooldown, one run at a time, daily budget, duplicates
+   merged within `merge_window` — and records every decision with its reason in the ledger
+   (`<lake>/_state/retrain/<pipeline>/`); `proceed` stops the run there when it was refused (the
+   run stays green, the note says why);
+2. `training_set` (`ctloop training-set --latest`) → `quality` (`ctloop quality`) → `quality_ok`;
+3. `train` (`ctloop train`, on a GPU pod in the kubernetes runtime) → `evaluate` (`ctloop evaluate`,
+   candidate vs champion) → `gate_ok`;
+4. `register` (`ctloop register`: alias `challenger`) → `registered`. *The serving issue adds the
+   blue-green deploy after `registered`.*
+5. `retrain_finish` (teardown: runs whatever happened) closes the run in the ledger with its outcome.
+
+Each decision (policy, quality, gate, registration) is written into the DAG run's note.
+One run at a time (`max_active_runs=1`), which also serializes the policy's decisions.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, task
+from ctloop_airflow import dagkit
+from ctloop_airflow.jobs import job_task
+
+CONFIG = dagkit.settings()
+SNAPSHOT = "{{ ti.xcom_pull(task_ids='training_set')['snapshot_id'] }}"
+RUN = "{{ ti.xcom_pull(task_ids='train')['run_id'] }}"
+NOW = "{{ dag_run.run_after.isoformat() }}"
+RESULTS = ("{{ {'quality': ti.xcom_pull(task_ids='quality'), 'evaluation': ti.xcom_pull(task_ids='evaluate'), "
+           "'registered': ti.xcom_pull(task_ids='register')} | tojson }}")
+
+for spec in dagkit.pipelines(CONFIG):
+    name = spec.name
+    assets = dagkit.features_asset(name) | dagkit.retrain_requests_asset(name, CONFIG)
+    schedule = assets if spec.retrain.schedule is None else AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(spec.retrain.schedule, timezone="UTC"), assets=assets)
+    with DAG(
+        dag_id=f"{name}_train",
+        schedule=schedule,
+        start_date=dagkit.START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(hours=12),
+        default_args=dagkit.default_args(spec),
+        tags=dagkit.tags(spec, "train"),
+        doc_md=__doc__,
+    ):
+
+        @task
+        def requests(dag_run=None, triggering_asset_events=None, name=name) -> list[dict]:
+            """This run's retrain requests: schedule, REST/manual conf reason, asset events."""
+            from ctloop.retrain import requests_from_run
+
+            events = [{"uri": getattr(asset, "uri", str(asset)), "extra": e.extra, "timestamp": e.timestamp.isoformat()}
+                      for asset, evs in (triggering_asset_events or {}).items() for e in evs]
+            return requests_from_run(name, run_type=str(dag_run.run_type), run_after=dag_run.run_after,
+                                     conf=dag_run.conf, triggered_by=getattr(dag_run, "triggering_user_name", None),
+                                     events=events)
+
+        policy = job_task("retrain_policy", [
+            "retrain", "decide", "--pipeline", name, "--run-id", "{{ run_id }}", "--now", NOW,
+            "--requests", "{{ ti.xcom_pull(task_ids='requests') | tojson }}"], settings=CONFIG)
+
+        @task.short_circuit
+        def proceed(ti=None) -> bool:
+            """Stop here, green, when the policy refused (every request refused or merged)."""
+            result = ti.xcom_pull(task_ids="retrain_policy")
+            dagkit.decision({"ti": ti}, result["note"])
+            return bool(result["accepted"])
+
+        training_set = job_task("training_set", ["training-set", "--pipeline", name, "--latest"], settings=CONFIG)
+        quality = job_task("quality", ["quality", "--pipeline", name, "--dataset", SNAPSHOT], settings=CONFIG)
+
+        @task.short_circuit(ignore_downstream_trigger_rules=False)
+        def quality_ok(ti=None) -> bool:
+            from ctloop.orchestrate import quality_verdict
+
+            passed, line = quality_verdict(ti.xcom_pull(task_ids="quality"))
+            dagkit.decision({"ti": ti}, line)
+            return passed
+
+        train = job_task("train", ["train", "--pipeline", name, "--dataset", SNAPSHOT], settings=CONFIG,
+                         kind="training")
+        evaluate = job_task("evaluate", ["evaluate", "--pipeline", name, "--run-id", RUN], settings=CONFIG)
+
+        @task.short_circuit(ignore_downstream_trigger_rules=False)
+        def gate_ok(ti=None, primary=spec.gate.primary_metric) -> bool:
+            from ctloop.orchestrate import gate_verdict
+
+            passed, line = gate_verdict(ti.xcom_pull(task_ids="evaluate"), primary)
+            dagkit.decision({"ti": ti}, line)
+            return passed
+
+        register = job_task("register", ["register", "--pipeline", name, "--run-id", RUN], settings=CONFIG)
+
+        @task
+        def registered(ti=None) -> None:
+            """The registered challenger; the serving issue's blue-green deploy goes after this task."""
+            from ctloop.orchestrate import registered_line
+
+            dagkit.decision({"ti": ti}, registered_line(ti.xcom_pull(task_ids="register")))
+
+        finish = job_task("retrain_finish", [
+            "retrain", "finish", "--pipeline", name, "--run-id", "{{ run_id }}", "--now", NOW,
+            "--results", RESULTS], settings=CONFIG)
+
+        (requests() >> policy >> proceed() >> training_set >> quality >> quality_ok() >> train >> evaluate
+         >> gate_ok() >> register >> registered() >> finish.as_teardown(setups=policy))

@@ -1,0 +1,67 @@
+"""Small pure functions the DAGs' Airflow-side tasks call (tested without Airflow; light imports only).
+
+Everything heavy runs as ``ctloop`` job commands; these only read the commands' JSON results and
+asset events and turn them into intervals, gate verdicts and the lines of a run's note.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def landed_interval(summary: dict[str, Any] | None) -> list[str] | None:
+    """The event-time interval a lander run landed, or None when it landed nothing."""
+    if not summary or not summary.get("landed") or not summary.get("interval"):
+        return None
+    return list(summary["interval"])
+
+
+def union_interval(intervals: list[list[str] | None]) -> list[str]:
+    """The interval covering every triggering event's ``[start, end)`` (events may arrive merged)."""
+    spans = [(datetime.fromisoformat(i[0]), datetime.fromisoformat(i[1])) for i in intervals if i]
+    if not spans:
+        raise ValueError("no interval: trigger this DAG from its asset, or with conf {\"start\": ..., \"end\": ...}")
+    return [min(s for s, _ in spans).isoformat(), max(e for _, e in spans).isoformat()]
+
+
+def quality_verdict(result: dict[str, Any] | None) -> tuple[bool, str]:
+    if not result:
+        return False, "data quality: no result"
+    if result.get("passed"):
+        return True, "data quality passed"
+    return False, "data quality refused: " + "; ".join(result.get("reasons") or ["no reason given"])
+
+
+def gate_verdict(result: dict[str, Any] | None, primary: str = "pr_auc") -> tuple[bool, str]:
+    if not result:
+        return False, "evaluation gate: no result"
+    cand = (result.get("candidate") or {}).get(primary)
+    champ = (result.get("champion") or {}).get(primary) if result.get("champion") else None
+    versus = f"{primary} {_num(cand)} vs champion {_num(champ)}" if champ is not None else \
+        f"{primary} {_num(cand)}, no champion yet"
+    if result.get("passed"):
+        return True, f"evaluation gate passed: {versus}"
+    return False, f"evaluation gate refused ({versus}): " + "; ".join(result.get("reasons") or ["no reason given"])
+
+
+def registered_line(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "registration: no result"
+    return f"registered {result.get('model')} version {result.get('version')} as {result.get('alias', 'challenger')}"
+
+
+def reasons_from_checks(result: dict[str, Any] | None) -> list[str]:
+    """Failed monitoring checks as retrain reasons.
+
+    The monitoring result: ``{"checks": [{"name": str, "passed": bool, "detail": str}, ...]}`` (what
+    the monitoring job will print; today the monitor DAG's run conf carries it).
+    """
+    checks = (result or {}).get("checks") or []
+    if not isinstance(checks, list):
+        raise ValueError("checks: expected a list of {name, passed, detail}")
+    return [f"{c.get('name', '?')}: {c.get('detail') or 'failed'}" for c in checks if not c.get("passed", False)]
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "?"

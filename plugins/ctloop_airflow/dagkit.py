@@ -1,0 +1,63 @@
+"""What every ctloop DAG file shares: the pipeline specs, asset names, default arguments.
+
+Light by design (pydantic and yaml only): DAG files import it at parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset
+from ctloop.settings import Settings, load_settings
+from ctloop.spec import PipelineSpec, load_spec
+
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)  # static, as Airflow asks; catchup is off everywhere
+DECISION_KEY = "ctloop_decision"  # XCom key of the lines the run-note listener writes into the run's note
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def pipelines(config: Settings) -> list[PipelineSpec]:
+    """Every spec in CTLOOP_PIPELINES_DIR: one set of DAGs per pipeline."""
+    return [load_spec(path.stem, config.pipelines_dir) for path in sorted(config.pipelines_dir.glob("*.yaml"))]
+
+
+def raw_asset(pipeline: str) -> Asset:
+    """New raw events landed in the lake; the event's extra holds the event-time ``interval``."""
+    return Asset(f"ctloop://{pipeline}/raw", group="ctloop")
+
+
+def features_asset(pipeline: str) -> Asset:
+    """Features recomputed and materialized for the event's ``interval``."""
+    return Asset(f"ctloop://{pipeline}/features", group="ctloop")
+
+
+def retrain_requests_asset(pipeline: str, config: Settings | None = None) -> Asset:
+    """Retrain requests: events come from the monitor DAG and, watched, from the Kafka topic."""
+    uri = f"ctloop://{pipeline}/retrain-requests"
+    if config is None:
+        return Asset(uri, group="ctloop")
+    from airflow.sdk import AssetWatcher
+
+    from ctloop_airflow.kafka_trigger import RetrainRequestTrigger
+
+    trigger = RetrainRequestTrigger(pipeline=pipeline, topic=config.retrain_topic,
+                                    group_id=f"ctloop-retrain-{pipeline}")
+    return Asset(uri, group="ctloop", watchers=[AssetWatcher(name=f"kafka_{pipeline}_retrain", trigger=trigger)])
+
+
+def default_args(spec: PipelineSpec, **extra: Any) -> dict[str, Any]:
+    return {"owner": spec.owner, "retries": 2, "retry_delay": timedelta(minutes=2), **extra}
+
+
+def tags(spec: PipelineSpec, *more: str) -> list[str]:
+    return ["ctloop", f"pipeline:{spec.name}", *more]
+
+
+def decision(context: Any, line: str) -> None:
+    """Record one decision of this run: the task log and, through the listener, the run's note."""
+    context["ti"].xcom_push(key=DECISION_KEY, value=line)
+    context["ti"].log.info("decision: %s", line)

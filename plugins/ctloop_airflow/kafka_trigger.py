@@ -1,0 +1,75 @@
+"""Event-driven scheduling from Kafka: a retrain request on ``CTLOOP_RETRAIN_TOPIC`` becomes an
+asset event on ``ctloop://<pipeline>/retrain-requests``, which schedules the train DAG.
+
+Airflow's own Kafka provider needs confluent-kafka; ctloop already speaks Kafka through
+kafka-python, so this trigger polls with it in a thread (the triggerer's event loop must never
+block). One consumer group per pipeline reads the whole topic and keeps the messages naming its
+pipeline. The offset is committed after the triggerer took the event, so a restart can repeat a
+request but not lose one; the retrain policy merges repeats (merge window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+
+class RetrainRequestTrigger(BaseEventTrigger):
+    def __init__(self, *, pipeline: str, topic: str, group_id: str, poll_timeout_s: float = 2.0) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.topic = topic
+        self.group_id = group_id
+        self.poll_timeout_s = poll_timeout_s
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}",
+                {"pipeline": self.pipeline, "topic": self.topic, "group_id": self.group_id,
+                 "poll_timeout_s": self.poll_timeout_s})
+
+    def _consumer(self) -> Any:
+        from ctloop.broker import client_config, connect
+        from ctloop.settings import load_settings
+        from kafka import KafkaConsumer
+
+        settings = load_settings()  # the triggerer's CTLOOP_* environment: bootstrap, TLS, SASL
+        return connect(lambda: KafkaConsumer(self.topic, **client_config(settings), group_id=self.group_id,
+                                             enable_auto_commit=False, auto_offset_reset="earliest"),
+                       settings, "retrain-trigger")
+
+    def parse(self, value: bytes, timestamp_ms: int) -> dict[str, Any] | None:
+        """The request in a message, or None when it is not for this pipeline or not a request."""
+        try:
+            data = json.loads(value)
+        except (ValueError, TypeError):
+            self.log.warning("retrain topic %s: skipping a message that is not JSON", self.topic)
+            return None
+        if not isinstance(data, dict) or data.get("pipeline") != self.pipeline:
+            return None
+        if not str(data.get("reason") or "").strip():
+            self.log.warning("retrain topic %s: skipping a request without a reason: %r", self.topic, data)
+            return None
+        return {"pipeline": self.pipeline, "reason": str(data["reason"])[:500],
+                "requested_by": str(data.get("requested_by") or "kafka"), "source": "kafka",
+                "requested_at": datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC).isoformat()}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        consumer = await asyncio.to_thread(self._consumer)
+        try:
+            while True:
+                batches = await asyncio.to_thread(consumer.poll, timeout_ms=int(self.poll_timeout_s * 1000))
+                for records in batches.values():
+                    for record in records:
+                        request = self.parse(record.value, record.timestamp)
+                        if request is not None:
+                            self.log.info("retrain request for %s: %s", self.pipeline, request)
+                            yield TriggerEvent(request)
+                if batches:
+                    await asyncio.to_thread(consumer.commit)
+        finally:
+            await asyncio.to_thread(consumer.close)
