@@ -194,6 +194,7 @@ def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf
     carries its ``conf["reason"]``; a scheduled run, the schedule.
     """
     at = parse_time(run_after).isoformat()
+    run_type = str(getattr(run_type, "value", run_type))  # Airflow passes its DagRunType enum
     conf = conf or {}
     requests: list[dict[str, Any]] = []
     if run_type == "scheduled":
@@ -216,6 +217,9 @@ def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf
             requests.append({"reason": payload.get("reason") or "retrain requested",
                              "requested_by": payload.get("requested_by") or source, "requested_at": when,
                              "source": source if source in SOURCES else "api"})
+    if not requests:  # any other kind of run (a backfill, a test) still asks for something
+        requests.append({"reason": conf.get("reason") or f"{run_type} run", "requested_by": triggered_by or run_type,
+                         "requested_at": at, "source": "api"})
     for r in requests:
         r["pipeline"] = pipeline
         r["requested_at"] = parse_time(r["requested_at"]).isoformat()
