@@ -111,12 +111,73 @@ def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_training_set(args: argparse.Namespace, settings: Settings) -> int:
     from ctloop.lake import open_lake
     from ctloop.spark_jobs import parse_interval
-    from ctloop.training_set import build_training_set
+    from ctloop.training_set import build_training_set, latest_window
 
     spec = load_spec(args.pipeline, settings.pipelines_dir)
-    start, end = parse_interval(args.start, args.end)
-    as_of = parse_interval(args.as_of, "9999-01-01")[0] if args.as_of else None
-    _emit(args, build_training_set(spec, settings, open_lake(settings), start, end, as_of))
+    lake = open_lake(settings)
+    if args.latest:
+        if args.start or args.end or args.as_of:
+            raise ValueError("--latest decides --start, --end and --as-of from the landed data; give one or the other")
+        start, end, as_of = latest_window(lake, spec)
+    else:
+        if not (args.start and args.end):
+            raise ValueError("give --start and --end (or --latest)")
+        start, end = parse_interval(args.start, args.end)
+        as_of = parse_interval(args.as_of, "9999-01-01")[0] if args.as_of else None
+    _emit(args, build_training_set(spec, settings, lake, start, end, as_of))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.lake import open_lake
+    from ctloop.train import train
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    _emit(args, train(spec, settings, open_lake(settings), args.dataset))
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.lake import open_lake
+    from ctloop.quality import check_snapshot
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    _emit(args, check_snapshot(spec, open_lake(settings), args.dataset))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.evaluate import evaluate
+    from ctloop.lake import open_lake
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    _emit(args, evaluate(spec, settings, open_lake(settings), args.run_id))
+    return 0
+
+
+def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.registry import register
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    _emit(args, register(spec, settings, args.run_id))
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
+    from ctloop.registry import client, current_version, history, last_known_good, move_alias
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    model = spec.registered_model
+    if args.action == "set-alias":
+        if not (args.alias and args.version and args.reason):
+            raise ValueError("set-alias needs --alias, --version and --reason (the reason is recorded)")
+        _emit(args, move_alias(settings, model, args.alias, args.version, args.reason))
+        return 0
+    mlflow_client = client(settings)
+    _emit(args, {"model": model, "champion": current_version(mlflow_client, model, "champion"),
+                 "challenger": current_version(mlflow_client, model, "challenger"),
+                 "last_known_good": last_known_good(settings, model),
+                 "moves": history(settings, model, args.alias)})
     return 0
 
 
@@ -279,9 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tset = sub.add_parser("training-set", help="build a labelled point-in-time training-set snapshot")
     tset.add_argument("--pipeline", required=True)
-    tset.add_argument("--start", required=True, help="first event time (inclusive)")
-    tset.add_argument("--end", required=True, help="last event time (exclusive)")
+    tset.add_argument("--start", help="first event time (inclusive)")
+    tset.add_argument("--end", help="last event time (exclusive)")
     tset.add_argument("--as-of", help="labels known at this time (default: --end)")
+    tset.add_argument("--latest", action="store_true",
+                      help="the newest window with mature labels: model.training_window long, ending "
+                           "labels.maturity_days before the end of the landed data")
     tset.set_defaults(func=cmd_training_set)
 
     retr = sub.add_parser("retrain", help="retrain requests and the retrain policy's ledger (docs/airflow.md)")
@@ -296,6 +360,34 @@ def build_parser() -> argparse.ArgumentParser:
     retr.add_argument("--requests", help="decide: JSON list of requests ({reason, requested_by, requested_at, source})")
     retr.add_argument("--results", help="finish: JSON {quality, evaluation, registered} of the run's jobs")
     retr.set_defaults(func=cmd_retrain)
+
+    train = sub.add_parser("train", help="train the pipeline's Keras model on a snapshot and log it to MLflow")
+    train.add_argument("--pipeline", required=True)
+    train.add_argument("--dataset", required=True, help="training-set snapshot id (from `ctloop training-set`)")
+    train.set_defaults(func=cmd_train)
+
+    quality = sub.add_parser("quality", help="Great Expectations checks of a training-set snapshot")
+    quality.add_argument("--pipeline", required=True)
+    quality.add_argument("--dataset", required=True, help="training-set snapshot id")
+    quality.set_defaults(func=cmd_quality)
+
+    evaluate = sub.add_parser("evaluate", help="score candidate and champion on the same holdout; apply the gate")
+    evaluate.add_argument("--pipeline", required=True)
+    evaluate.add_argument("--run-id", required=True, help="MLflow run id of the candidate (from `ctloop train`)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    register = sub.add_parser("register", help="infra-check and register a gated candidate as `challenger`")
+    register.add_argument("--pipeline", required=True)
+    register.add_argument("--run-id", required=True)
+    register.set_defaults(func=cmd_register)
+
+    registry = sub.add_parser("registry", help="the registered model's aliases and the record of their moves")
+    registry.add_argument("action", choices=["history", "set-alias"])
+    registry.add_argument("--pipeline", required=True)
+    registry.add_argument("--alias", help="history: only this alias; set-alias: the alias to move")
+    registry.add_argument("--version", help="set-alias: the model version")
+    registry.add_argument("--reason", help="set-alias: why (recorded with who and when)")
+    registry.set_defaults(func=cmd_registry)
 
     demo = sub.add_parser("demo", help="run the loop end to end on the embedded stack")
     demo.add_argument("--pipeline", default="fraud")
@@ -319,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        mlflow_errors = sys.modules.get("mlflow.exceptions")  # imported only by the commands that use MLflow
+        if mlflow_errors is not None and isinstance(exc, mlflow_errors.MlflowException):
+            print(f"ctloop {args.command}: MLflow error: {exc.message}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

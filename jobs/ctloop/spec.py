@@ -219,6 +219,13 @@ class GateSpec(_Strict):
     primary_metric: Metric = Field("pr_auc", description="Metric compared per slice.")
 
 
+class QualitySpec(_Strict):
+    min_rows: int = Field(1000, ge=1, description="A training set with fewer rows is refused.")
+    max_missing_fraction: float = Field(0.2, ge=0, le=1, description="Largest share of missing values per feature.")
+    label_rate_min: float = Field(0.0005, ge=0, le=1, description="Lowest plausible positive rate.")
+    label_rate_max: float = Field(0.5, ge=0, le=1, description="Highest plausible positive rate.")
+
+
 class RetrainSpec(_Strict):
     schedule: str | None = Field("@daily", description="Cron or preset for scheduled training; null: events only.")
     cooldown: Duration = Field("6h", description="No new training run this soon after the last accepted one.")
@@ -244,6 +251,7 @@ class PipelineSpec(_Strict):
     model: ModelSpec = ModelSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     gate: GateSpec = GateSpec()
+    quality: QualitySpec = QualitySpec()
     retrain: RetrainSpec = RetrainSpec()
 
     @model_validator(mode="after")

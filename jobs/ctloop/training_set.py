@@ -60,7 +60,6 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
     label_stream = spec.events[spec.labels.events]
     join = spec.labels.join_key
     target = spec.labels.target
-    keys = sorted({e.join_key for e in spec.features.entities.values()})
     inputs: dict[str, dict[str, Any]] = {spec.primary: {}}
     for h in hours(start, end):
         marker = _clean_marker(spec.name, spec.primary, partition_of(h))
@@ -76,7 +75,8 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
         manifest = json.loads(lake.read(f"{prefix}/manifest.json"))
         return {**manifest, "reused": True}
 
-    columns = sorted({primary.id_field, primary.time_field, join, *keys})
+    # every field of the event: the model's request fields and the evaluation slices read them
+    columns = list(primary.fields)
     events = _read_curated(lake, spec, spec.primary, columns, start, end)
     if events is None or events.num_rows == 0:
         raise ValueError(f"no curated {spec.primary} events in [{start.isoformat()}, {end.isoformat()}): "
@@ -96,15 +96,27 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
     store = store or open_store(settings, spec)
     service = store.get_feature_service(spec.feature_service)
     frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    frame = frame.sort_values(["event_timestamp", primary.id_field]).reset_index(drop=True)
-    feature_names = list(spec.feature_columns)
+    sources = {spec.primary: source_offsets(lake, spec, spec.primary, start, end),
+               spec.labels.events: source_offsets(lake, spec, spec.labels.events, start - timedelta(days=3650), as_of)}
+    manifest = write_snapshot(lake, spec, snapshot_id, frame, start=start, end=end, as_of=as_of, sources=sources,
+                              immature_left_out=immature)
+    return {**manifest, "reused": False}
+
+
+def write_snapshot(lake: Lake, spec: PipelineSpec, snapshot_id: str, frame: Any, *, start: datetime, end: datetime,
+                   as_of: datetime, sources: dict[str, Any], immature_left_out: int = 0) -> dict[str, Any]:
+    """Write ``data.parquet`` then ``manifest.json`` (the manifest last: a snapshot without one is incomplete)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    target = spec.labels.target
+    frame = frame.sort_values(["event_timestamp", spec.events[spec.primary].id_field]).reset_index(drop=True)
+    prefix = snapshot_prefix(spec.name, snapshot_id)
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
     lake.write(f"{prefix}/data.parquet", sink.getvalue().to_pybytes())
     rows = len(frame)
+    feature_names = list(spec.feature_columns)
     manifest = {
         "snapshot_id": snapshot_id, "pipeline": spec.name, "spec_hash": spec.spec_hash,
         "feature_service": spec.feature_service, "features": feature_names, "target": target,
@@ -112,15 +124,73 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
         "maturity_days": spec.labels.maturity_days, "row_count": rows,
         "positives": int(frame[target].sum()),
         "label_rate": round(float(frame[target].mean()), 6) if rows else None,
-        "immature_left_out": immature,
+        "immature_left_out": immature_left_out,
         "missing_feature_values": {f: int(frame[f].isna().sum()) for f in feature_names},
-        "sources": {spec.primary: source_offsets(lake, spec, spec.primary, start, end),
-                    spec.labels.events: source_offsets(lake, spec, spec.labels.events,
-                                                       start - timedelta(days=3650), as_of)},
+        "sources": sources,
         "data": lake.url(f"{prefix}/data.parquet"),
     }
     lake.write(f"{prefix}/manifest.json", json.dumps(manifest, indent=1).encode())
-    return {**manifest, "reused": False}
+    return manifest
+
+
+class SnapshotError(ValueError):
+    """A training-set snapshot that is missing, incomplete, corrupt or unusable; the message says which."""
+
+
+def load_snapshot(lake: Lake, spec: PipelineSpec, snapshot_id: str) -> tuple[dict[str, Any], Any]:
+    """The snapshot's manifest and rows, checked against each other and against the spec."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prefix = snapshot_prefix(spec.name, snapshot_id)
+    where = lake.url(prefix)
+    if not lake.exists(f"{prefix}/manifest.json"):
+        known = sorted({p.split("/")[2] for p in lake.list(f"training_sets/{spec.name}/")})
+        raise SnapshotError(f"training-set snapshot {snapshot_id!r} not found at {where} (no manifest.json; "
+                            f"snapshots of {spec.name}: {', '.join(known[-5:]) or 'none'})")
+    try:
+        manifest = json.loads(lake.read(f"{prefix}/manifest.json"))
+        table = pq.read_table(pa.BufferReader(lake.read(f"{prefix}/data.parquet")))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise SnapshotError(f"training-set snapshot {snapshot_id!r} at {where} is corrupt: {exc}") from None
+    frame = table.to_pandas()
+    if len(frame) != manifest.get("row_count"):
+        raise SnapshotError(f"training-set snapshot {snapshot_id!r} at {where} is corrupt: data.parquet has "
+                            f"{len(frame)} rows, the manifest says {manifest.get('row_count')}")
+    if frame.empty:
+        raise SnapshotError(f"training-set snapshot {snapshot_id!r} at {where} is empty: nothing to train on")
+    needed = ["event_timestamp", spec.labels.target, *spec.feature_columns, *spec.model.request_fields]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise SnapshotError(f"training-set snapshot {snapshot_id!r} at {where} lacks columns {missing} that "
+                            f"pipeline {spec.name!r} needs (built with another spec? its spec hash is "
+                            f"{manifest.get('spec_hash')}, the current one {spec.spec_hash})")
+    target = frame[spec.labels.target]
+    labels = set(target.dropna().unique().tolist())
+    if not labels <= {0, 1} or target.isna().any():
+        found = sorted(labels)[:5] + (["null"] if target.isna().any() else [])
+        raise SnapshotError(f"training-set snapshot {snapshot_id!r} at {where}: {spec.labels.target} must be "
+                            f"0 or 1, found {found}")
+    return manifest, frame
+
+
+def latest_window(lake: Lake, spec: PipelineSpec) -> tuple[datetime, datetime, datetime]:
+    """``(start, end, as_of)`` of the newest training window whose labels are mature, from the landed data.
+
+    ``as_of`` is the end of the landed data (labels are known up to there), ``end`` is ``maturity_days``
+    earlier so every row has had the time to get its label, and the window is ``model.training_window``
+    long. Decided by the data, never by the wall clock, so a re-run of a DAG run builds the same set.
+    """
+    from ctloop.spark_jobs import landed_span
+    from ctloop.spec import duration_seconds
+
+    first, as_of = landed_span(lake, spec)
+    end = (as_of - timedelta(days=spec.labels.maturity_days)).replace(hour=0)
+    start = max(first, end - timedelta(seconds=duration_seconds(spec.model.training_window)))
+    if end - start < timedelta(days=1):
+        raise ValueError(f"only {as_of - first} of landed data: a training window needs at least "
+                         f"labels.maturity_days ({spec.labels.maturity_days}d) plus one day")
+    return start, end, as_of
 
 
 def _label_fingerprint(lake: Lake, spec: PipelineSpec, as_of: datetime) -> str:
@@ -139,3 +209,25 @@ def _label_fingerprint(lake: Lake, spec: PipelineSpec, as_of: datetime) -> str:
         marker = json.loads(lake.read(path))
         digest.update(f"{part}:{marker['rows']}:{marker['hash']};".encode())
     return digest.hexdigest()[:16]
+
+
+def split_by_time(spec: PipelineSpec, frame: Any, end: datetime) -> tuple[Any, Any, Any]:
+    """Train / validation / holdout by event time: the holdout is the most recent ``evaluation.holdout_days``
+    before ``end``, validation the ``model.validation_days`` before it, training everything earlier. Time,
+    not random rows: the model is judged on a period it never saw, as it will be in production."""
+    import pandas as pd
+
+    from ctloop.spec import duration_seconds
+
+    holdout_start = pd.Timestamp(end) - pd.Timedelta(seconds=duration_seconds(spec.evaluation.holdout_days))
+    val_start = holdout_start - pd.Timedelta(seconds=duration_seconds(spec.model.validation_days))
+    t = frame["event_timestamp"]
+    parts = (frame[t < val_start], frame[(t >= val_start) & (t < holdout_start)], frame[t >= holdout_start])
+    target = spec.labels.target
+    for name, part in zip(("training", "validation", "holdout"), parts, strict=True):
+        if part.empty or part[target].sum() == 0:
+            raise SnapshotError(
+                f"the snapshot's {name} split has {len(part)} rows and {int(part[target].sum())} positives: "
+                f"it needs both (holdout = last {spec.evaluation.holdout_days} before {end.isoformat()}, "
+                f"validation = the {spec.model.validation_days} before it); build a longer snapshot or shorten them")
+    return tuple(part.reset_index(drop=True) for part in parts)  # type: ignore[return-value]

@@ -19,6 +19,7 @@ from ctloop.spec import (
     LabelSpec,
     ModelSpec,
     PipelineSpec,
+    QualitySpec,
     RetrainSpec,
     SimulatorSpec,
     SliceSpec,
@@ -39,7 +40,7 @@ def test_every_spec_field_is_documented() -> None:
     documented = _documented(doc)
     models: list[type[BaseModel]] = [PipelineSpec, EventSpec, FieldSpec, LabelSpec, IngestSpec, SimulatorSpec,
                                      FeaturesSpec, EntitySpec, FeatureViewSpec, AggregationSpec, ModelSpec,
-                                     EvaluationSpec, SliceSpec, GateSpec, RetrainSpec]
+                                     EvaluationSpec, SliceSpec, GateSpec, QualitySpec, RetrainSpec]
     missing = {f"{m.__name__}.{name}" for m in models for name in m.model_fields if name not in documented}
     assert not missing, f"docs/pipeline-spec.md does not document: {sorted(missing)}"
 
