@@ -1,4 +1,4 @@
-"""Shared fixtures: one real Tansu broker and one moto S3 server for the whole test session.
+"""Shared fixtures: one real Tansu broker, one MLflow server and one moto S3 server for the whole test session.
 
 Tests share the broker but never a topic: ``make_pipeline`` writes a copy of the reference spec
 with topic names unique to the test, so runs stay independent without paying for a broker each.
@@ -55,6 +55,17 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield endpoint
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server (SQLite backend, local artifacts) started like `ctloop stack up` does."""
+    state = tmp_path_factory.mktemp("mlflow-state")
+    settings = load_settings(state_dir=state, mlflow_port=free_port())
+    stack = Stack(settings, ["mlflow"])
+    stack.up(timeout_s=120)
+    yield settings.mlflow_tracking_uri
+    stack.down()
 
 
 @pytest.fixture(autouse=True, scope="session")

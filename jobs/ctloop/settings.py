@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         "", description="MLflow tracking server every job logs to (default: the embedded one, http://127.0.0.1:<port>)."
     )
     mlflow_backend_store_uri: str = Field(
-        "", description="Backend store of the embedded server: sqlite:///… (default under state_dir) or postgresql://…"
+        "", description="Backend store of the embedded server: sqlite:///… (default under state_dir) or postgresql+psycopg2://…"
     )
     mlflow_artifacts_destination: str = Field(
         "", description="Where the embedded server keeps artifacts: a folder (default under state_dir) or s3://…"

@@ -328,9 +328,13 @@ def synthetic_training_frame(spec: PipelineSpec, rows: int, seed: int, start: da
             frame[name] = rng.random(rows) < 1 / (1 + np.exp(-signal * risk))
         else:
             frame[name] = [f"{name[:3]}-{seed}-{i}" for i in range(rows)]
+    rates = {a.name for view in (spec.features.views.values() if spec.features else []) for a in view.aggregations
+             if a.function == "label_rate"}
     for i, (name, dtype) in enumerate(spec.feature_columns.items()):
         direction = 1 if i % 2 == 0 else -1
         values = np.exp(1 + 0.8 * direction * signal * risk + rng.normal(size=rows))
+        if name in rates:
+            values = values / (values + 50)  # a rate: within [0, 1], mostly small
         values[rng.random(rows) < 0.03] = np.nan  # Feast finds no row for some entities
         frame[name] = np.round(values) if dtype == "int" else values
     frame[spec.labels.target] = label
