@@ -11,7 +11,7 @@ export PATH := $(dir $(UV)):$(PATH)
 export UV_PYTHON := 3.11
 RUN := $(UV) run --frozen
 
-.PHONY: demo test test-fast bench bench-ingest bench-features sync lint stack-down clean help
+.PHONY: demo test test-fast bench bench-ingest bench-features bench-train sync lint stack-down clean help
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -36,13 +36,16 @@ test: .venv/.synced  ## every test: unit, integration (real broker, moto S3), in
 test-fast: .venv/.synced  ## the tests without the SIGKILL chaos loops
 	$(RUN) pytest -m "not slow"
 
-bench: bench-ingest bench-features  ## every benchmark; each prints one JSON line with its baseline
+bench: bench-ingest bench-features bench-train  ## every benchmark; each prints one JSON line with its baseline
 
 bench-ingest: .venv/.synced  ## lander events/s against a bare kafka-python consumer
 	$(RUN) python -m benchmarks.bench_ingest
 
 bench-features: .venv/.synced  ## Spark clean+features rows/s vs a bare Spark read+write; materialize rows/s; online p50/p99
 	$(RUN) python -m benchmarks.bench_features
+
+bench-train: .venv/.synced  ## training examples/s and wall time on a 500k-row snapshot vs loading it into memory
+	$(RUN) python -m benchmarks.bench_train
 
 lint: .venv/.synced  ## ruff
 	$(RUN) ruff check jobs tests benchmarks

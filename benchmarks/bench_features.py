@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -38,18 +37,8 @@ from ctloop.spark_jobs import (  # noqa: E402
 )
 from ctloop.spec import parse_spec  # noqa: E402
 
+from benchmarks.machine import machine  # noqa: E402
 from tests.features_helpers import write_simulated_lake  # noqa: E402
-
-
-def _machine() -> str:
-    mem = ""
-    try:
-        kb = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 2**20:.0f} GiB"
-    except (OSError, StopIteration):
-        pass
-    cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()} cores{mem}, {cpu}, {platform.system()} {platform.release()}"
 
 
 def _lookups(store, spec, card: str, n: int) -> dict[str, float]:
@@ -118,7 +107,7 @@ def main() -> None:
             result[online] = {"materialize_rows": mat["rows"], "materialize_rows_per_s": mat["rows_per_s"],
                               "lookup": _lookups(store, spec, card, args.lookups)}
         print(json.dumps({
-            "benchmark": "features", "machine": _machine(), "spark_master": settings.spark_master,
+            "benchmark": "features", "machine": machine(), "spark_master": settings.spark_master,
             "events": args.events, "raw_rows": raw_rows,
             "clean_seconds": round(clean_s, 1), "features_seconds": round(features_s, 1),
             "feature_rows": {v: d["rows"] for v, d in feats["views"].items()},
