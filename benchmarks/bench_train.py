@@ -20,13 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import machine  # noqa: E402
 from ctloop.lake import open_lake  # noqa: E402
 from ctloop.model import input_kinds, to_inputs  # noqa: E402
 from ctloop.settings import load_settings  # noqa: E402
 from ctloop.simulate import synthetic_training_frame  # noqa: E402
 from ctloop.spec import load_spec  # noqa: E402
 from ctloop.training_set import load_snapshot, write_snapshot  # noqa: E402
+
+from benchmarks.machine import machine  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +40,12 @@ def main() -> None:
     try:
         settings = load_settings(state_dir=work / "state", mlflow_tracking_uri=f"sqlite:///{work}/mlflow.db",
                                  pipelines_dir=ROOT / "pipelines")
+        from mlflow import MlflowClient
+
         spec = load_spec("fraud", settings.pipelines_dir)
+        # artifacts beside the store, not in ./mlruns of whatever folder the benchmark runs from
+        MlflowClient(settings.mlflow_tracking_uri).create_experiment(
+            settings.mlflow_experiment.format(pipeline=spec.name), artifact_location=(work / "artifacts").as_uri())
         spec = spec.model_copy(update={"model": spec.model.model_copy(
             update={"max_epochs": args.epochs, "patience": args.epochs + 1})})
         lake = open_lake(settings)

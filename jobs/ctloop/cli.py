@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -403,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     from ctloop.stack import StackError
 
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter drowns the progress lines
     try:
         settings = load_settings()
         return args.func(args, settings)

@@ -73,6 +73,8 @@ def evaluate(spec: PipelineSpec, settings: Settings, lake: Lake, run_id: str) ->
     import matplotlib.pyplot as plt
     import mlflow
 
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     mlflow_client = client(settings)
     tags = mlflow_client.get_run(run_id).data.tags
     if tags.get("ctloop.pipeline") != spec.name or "ctloop.model_uri" not in tags:
