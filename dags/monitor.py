@@ -23,7 +23,7 @@ from ctloop_airflow import dagkit
 CONFIG = dagkit.settings()
 
 for spec in dagkit.pipelines(CONFIG):
-    requests_asset = dagkit.retrain_requests_asset(spec.name)
+    requests_asset = dagkit.retrain_requests_asset(spec.name, CONFIG)  # the same (watched) asset as the train DAG
     with DAG(
         dag_id=f"{spec.name}_monitor",
         schedule="@hourly",

@@ -166,8 +166,8 @@ def summary(decisions: list[Decision]) -> str:
         extra = len(decisions) - 1
         return f"retrain accepted — {d.why}" + (f" (+{extra} request(s) merged)" if extra else "")
     if not decisions:
-        return "retrain refused — no request"
-    return "retrain refused — " + "; ".join(f"{d.request.source}: {d.why}" for d in decisions)
+        return "retrain not started — no request"
+    return "retrain not started — " + "; ".join(f"{d.request.source}: {d.why}" for d in decisions)
 
 
 def outcome(results: dict[str, Any]) -> str:
@@ -263,7 +263,7 @@ def record_decisions(ledger: Ledger, policy: Policy, requests: list[RetrainReque
         decisions = [r for r in history if r.get("kind") == "decision" and r["run_id"] == run_id]
         accepted = any(r["outcome"] == "accepted" for r in decisions)
         note = next((f"retrain accepted — {r['why']}" for r in decisions if r["outcome"] == "accepted"),
-                    "retrain refused — " + "; ".join(r["why"] for r in decisions))
+                    "retrain not started — " + "; ".join(r["why"] for r in decisions))
         return {"run_id": run_id, "accepted": accepted, "note": note, "decisions": decisions, "replayed": True}
     if not requests:
         raise ValueError("no retrain request to decide on")

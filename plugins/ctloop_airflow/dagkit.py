@@ -5,6 +5,7 @@ Light by design (pydantic and yaml only): DAG files import it at parse time.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from airflow.sdk import Asset
 from ctloop.settings import Settings, load_settings
 from ctloop.spec import PipelineSpec, load_spec
 
+log = logging.getLogger(__name__)
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)  # static, as Airflow asks; catchup is off everywhere
 DECISION_KEY = "ctloop_decision"  # XCom key of the lines the run-note listener writes into the run's note
 
@@ -36,7 +38,11 @@ def features_asset(pipeline: str) -> Asset:
 
 
 def retrain_requests_asset(pipeline: str, config: Settings | None = None) -> Asset:
-    """Retrain requests: events come from the monitor DAG and, watched, from the Kafka topic."""
+    """Retrain requests: events come from the monitor DAG and, watched, from the Kafka topic.
+
+    Every DAG that names this asset must pass ``config`` (the same watcher): Airflow keeps one
+    definition per URI, and a definition without the watcher removes the Kafka trigger.
+    """
     uri = f"ctloop://{pipeline}/retrain-requests"
     if config is None:
         return Asset(uri, group="ctloop")
@@ -60,4 +66,4 @@ def tags(spec: PipelineSpec, *more: str) -> list[str]:
 def decision(context: Any, line: str) -> None:
     """Record one decision of this run: the task log and, through the listener, the run's note."""
     context["ti"].xcom_push(key=DECISION_KEY, value=line)
-    context["ti"].log.info("decision: %s", line)
+    log.info("decision: %s", line)

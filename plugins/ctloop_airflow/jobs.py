@@ -162,6 +162,5 @@ def pod_task(task_id: str, command: list[str], *, settings: Settings, kind: Kind
         startup_timeout_seconds=settings.job_startup_timeout_s,
         get_logs=True,
         on_finish_action="delete_succeeded_pod",  # failed pods stay for a look
-        reattach_on_restart=True,
         **kwargs,
     )

@@ -3,15 +3,17 @@ asset event on ``ctloop://<pipeline>/retrain-requests``, which schedules the tra
 
 Airflow's own Kafka provider needs confluent-kafka; ctloop already speaks Kafka through
 kafka-python, so this trigger polls with it in a thread (the triggerer's event loop must never
-block). One consumer group per pipeline reads the whole topic and keeps the messages naming its
-pipeline. The offset is committed after the triggerer took the event, so a restart can repeat a
-request but not lose one; the retrain policy merges repeats (merge window).
+block). Each pipeline's trigger reads every partition of the topic (assigned by hand, its offsets
+stored under the group ``ctloop-retrain-<pipeline>``) and keeps the messages naming its pipeline.
+The offsets are committed after the triggerer took the events, so a restart can repeat a request
+but not lose one; the retrain policy merges repeats (merge window).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -33,14 +35,20 @@ class RetrainRequestTrigger(BaseEventTrigger):
                  "poll_timeout_s": self.poll_timeout_s})
 
     def _consumer(self) -> Any:
+        """A consumer on every partition of the topic, assigned by hand: no group membership, so no
+        rebalance when the triggerer restarts the trigger; the group only stores the offsets."""
         from ctloop.broker import client_config, connect
         from ctloop.settings import load_settings
-        from kafka import KafkaConsumer
+        from kafka import KafkaConsumer, TopicPartition
 
         settings = load_settings()  # the triggerer's CTLOOP_* environment: bootstrap, TLS, SASL
-        return connect(lambda: KafkaConsumer(self.topic, **client_config(settings), group_id=self.group_id,
-                                             enable_auto_commit=False, auto_offset_reset="earliest"),
-                       settings, "retrain-trigger")
+        consumer = connect(lambda: KafkaConsumer(**client_config(settings), group_id=self.group_id,
+                                                 enable_auto_commit=False, auto_offset_reset="earliest"),
+                           settings, "retrain-trigger")
+        while not (partitions := consumer.partitions_for_topic(self.topic)):
+            time.sleep(5)  # the topic appears with its first request (or `ctloop retrain request`)
+        consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+        return consumer
 
     def parse(self, value: bytes, timestamp_ms: int) -> dict[str, Any] | None:
         """The request in a message, or None when it is not for this pipeline or not a request."""

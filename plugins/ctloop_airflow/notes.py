@@ -45,20 +45,33 @@ def _value(raw: Any) -> str:
 
 
 def write_note(dag_run: Any) -> None:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select
     from sqlalchemy.orm import object_session
 
     session = object_session(dag_run)
-    if session is None:
+    if session is None:  # dag.test() hands over a detached run: write through a session of our own
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+
+        with create_session() as own:
+            attached = own.get(DagRun, dag_run.id)
+            if attached is not None:
+                _write(own, attached)
+                dag_run.__dict__.pop("dag_run_note", None)
         return
+    _write(session, dag_run)
+
+
+def _write(session: Any, dag_run: Any) -> None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
     rows = session.execute(
         select(XComModel.value).where(XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
                                       XComModel.key == DECISION_KEY).order_by(XComModel.timestamp)
     ).all()
     failed = [ti.task_id for ti in dag_run.get_task_instances(session=session)
-              if ti.state in (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)]
+              if ti.state == TaskInstanceState.FAILED]
     note = compose([_value(r.value) for r in rows], failed if rows else [], dag_run.note)
     if note is not None and note != dag_run.note:
         dag_run.note = note

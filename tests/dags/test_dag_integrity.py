@@ -1,0 +1,89 @@
+"""Every DAG file imports cleanly and quickly, and every DAG follows the conventions (docs/design.md, rule 9)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.dags.conftest import AIRFLOW_ENV, ROOT
+
+DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
+HEAVY = ("tensorflow", "pyspark", "feast", "mlflow", "evidently", "great_expectations", "pandas")
+EXPECTED = {"fraud_ingest", "fraud_features", "fraud_train", "fraud_monitor"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():  # noqa: ANN201 (airflow's type)
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(ROOT / "dags"))
+
+
+def test_every_dag_file_imports_without_errors(dagbag) -> None:  # noqa: ANN001
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == EXPECTED
+
+
+def test_dag_conventions(dagbag) -> None:  # noqa: ANN001
+    for dag in dagbag.dags.values():
+        assert dag.doc_md and dag.doc_md.startswith("### `<pipeline>_"), dag.dag_id
+        assert dag.dag_id.split("_", 1)[1] in Path(dag.fileloc).stem, "dag_id = the file's subject"
+        assert "ctloop" in dag.tags and "pipeline:fraud" in dag.tags
+        assert dag.catchup is False and dag.start_date.year == 2026
+        assert dag.max_active_runs == 1
+        assert dag.default_args["owner"] == "ml-platform" and dag.default_args["retries"] >= 1
+        for task in dag.tasks:
+            assert task.owner == "ml-platform" and task.retries >= 1, (dag.dag_id, task.task_id)
+
+
+def test_train_dag_schedule_and_wiring(dagbag) -> None:  # noqa: ANN001
+    from airflow.sdk import AssetOrTimeSchedule
+
+    dag = dagbag.dags["fraud_train"]
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    uris = {asset.uri for asset in dag.timetable.asset_condition.objects}
+    assert {"ctloop://fraud/features", "ctloop://fraud/retrain-requests"} <= uris
+    order = ["requests", "retrain_policy", "proceed", "training_set", "quality", "quality_ok", "train", "evaluate",
+             "gate_ok", "register", "registered"]
+    for up, down in zip(order, order[1:], strict=False):
+        assert down in dag.get_task(up).downstream_task_ids, (up, down)
+    finish = dag.get_task("retrain_finish")
+    assert finish.is_teardown and "retrain_policy" in finish.upstream_task_ids
+    assert dag.get_task("train").retries == 1, "training retries less than the other jobs"
+    features = dagbag.dags["fraud_features"].timetable.asset_condition
+    assert {asset.uri for asset in features.objects} == {"ctloop://fraud/raw"}
+
+
+@pytest.fixture(scope="module")
+def bytecode() -> None:
+    """Byte-compile first, as any deployed image is: a cold checkout would otherwise time the compiler."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "plugins"), str(ROOT / "jobs" / "ctloop")],
+                   check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_imports_fast_and_light(path: Path, bytecode: None) -> None:
+    """In a fresh interpreter: first `import airflow.sdk` (Airflow's own start-up, ~4 s on a small box,
+    is not ours to measure), then the DAG file itself, timed (ctloop, the specs, the plugins' helpers
+    and the DAG objects), and no heavy module may be loaded."""
+    script = f"""
+import importlib.util, json, sys, time
+import airflow.sdk
+start = time.perf_counter()
+spec = importlib.util.spec_from_file_location("dagfile", {str(path)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(json.dumps({{"seconds": time.perf_counter() - start,
+                  "heavy": sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], env={**AIRFLOW_ENV, "PATH": "/usr/bin:/bin",
+                                                            "PYTHONPATH": str(ROOT / "plugins")},
+                         capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    print(path.name, round(result["seconds"], 3))
+    assert result["seconds"] < 0.5, f"{path.name} took {result['seconds']:.2f}s to import"

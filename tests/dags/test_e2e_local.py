@@ -1,0 +1,96 @@
+"""The DAGs end to end in the local runtime with ``dag.test()``: a real broker (the session's Tansu),
+real jobs as subprocesses, a private Airflow DB. Small data: 3 simulated days, 2,000 transactions.
+
+ingest → (raw asset event with the interval) → features → (features asset event); a failing
+monitoring check → a retrain request event; a train run inside the cooldown is refused, stays
+green and says why in its note. (The accepted path runs train/evaluate/register: see
+docs/airflow.md; its end-to-end test comes with those commands.)
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from ctloop.lake import open_lake
+from ctloop.produce import produce
+from ctloop.retrain import Ledger
+from ctloop.spec import load_spec
+
+from tests.conftest import make_pipeline, settings_env, settings_for
+from tests.dags.conftest import run_dag
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory, broker: str, airflow_db: Path) -> dict:
+    tmp = tmp_path_factory.mktemp("dags-e2e")
+    pipelines, _ = make_pipeline(tmp, **{"simulator.params.days": 3, "labels.maturity_days": 1})
+    settings = settings_for(tmp, broker, pipelines, spark_master="local[2]", spark_shuffle_partitions=4)
+    produced = produce(load_spec("fraud", pipelines), settings, events=2000, seed=11, bad_fraction=0.01)
+    return {"settings": settings, "env": settings_env(settings), "messages": produced["messages"]}
+
+
+def test_ingest_lands_and_announces_the_interval_then_idles(loop: dict) -> None:
+    first = run_dag("fraud_ingest", loop["env"])
+    assert first["state"] == "success", first["log"]
+    assert first["tasks"] == {"land": "success", "publish_raw": "success"}
+    landed = first["xcoms"]["land"]["return_value"]  # the job's JSON, through the result file
+    assert landed["landed"] + landed["dead_letters"] == loop["messages"] and landed["dead_letters"] > 0
+    [event] = first["events"]
+    assert event["uri"] == "ctloop://fraud/raw" and event["extra"]["interval"] == landed["interval"]
+    assert event["extra"]["landed"] == landed["landed"]
+    loop["interval"] = landed["interval"]
+
+    again = run_dag("fraud_ingest", loop["env"])
+    assert again["state"] == "success" and again["tasks"]["publish_raw"] == "skipped" and again["events"] == []
+
+
+def test_features_for_the_landed_interval(loop: dict) -> None:
+    start, end = loop.get("interval") or pytest.skip("needs the ingest test")
+    result = run_dag("fraud_features", loop["env"], {"start": start, "end": end})
+    assert result["state"] == "success", result["log"]
+    assert set(result["tasks"].values()) == {"success"}
+    assert result["xcoms"]["interval"]["return_value"] == [start, end]
+    assert result["xcoms"]["materialize"]["return_value"]["rows"] > 0
+    assert result["events"] == [{"uri": "ctloop://fraud/features", "extra": {"interval": [start, end]}}]
+
+
+def test_failed_check_becomes_a_retrain_request(loop: dict) -> None:
+    checks = [{"name": "drift", "passed": False, "detail": "share of drifted features 0.4 > 0.3"},
+              {"name": "quality", "passed": True}]
+    result = run_dag("fraud_monitor", loop["env"], {"checks": checks})
+    assert result["state"] == "success" and result["tasks"]["request_retrain"] == "success"
+    [event] = result["events"]
+    assert event["uri"] == "ctloop://fraud/retrain-requests"
+    assert event["extra"]["reason"] == "drift: share of drifted features 0.4 > 0.3"
+    assert event["extra"]["source"] == "monitor"
+    assert result["note"] == "ctloop:\n- retrain requested: drift: share of drifted features 0.4 > 0.3"
+
+    quiet = run_dag("fraud_monitor", loop["env"])
+    assert quiet["state"] == "success" and quiet["tasks"]["request_retrain"] == "skipped" and quiet["events"] == []
+
+
+def test_train_request_inside_the_cooldown_is_refused_green_with_a_note(loop: dict) -> None:
+    settings = loop["settings"]
+    ledger = Ledger(open_lake(settings), "fraud")
+    recent = datetime.now(UTC) - timedelta(hours=2)  # dag.test runs "now"; the spec's cooldown is 6h
+    ledger.append({"kind": "decision", "pipeline": "fraud", "run_id": "earlier", "outcome": "accepted",
+                   "why": "schedule", "decided_at": recent.isoformat(),
+                   "request": {"pipeline": "fraud", "reason": "schedule", "requested_by": "schedule",
+                               "requested_at": recent.isoformat(), "source": "schedule"}}, recent)
+    ledger.append({"kind": "finished", "pipeline": "fraud", "run_id": "earlier", "outcome": "x"}, recent)
+
+    result = run_dag("fraud_train", loop["env"], {"reason": "labels arrived"})
+    assert result["state"] == "success", result["log"]
+    tasks = result["tasks"]
+    assert tasks["requests"] == tasks["retrain_policy"] == tasks["proceed"] == "success"
+    for skipped in ("training_set", "quality", "train", "evaluate", "register", "registered"):
+        assert tasks[skipped] == "skipped", (skipped, tasks)
+    assert tasks["retrain_finish"] == "success"  # the teardown runs; for a refused run it records nothing
+    assert result["xcoms"]["retrain_finish"]["return_value"]["recorded"] is False
+    assert result["note"].startswith("ctloop:\n- retrain not started — api: cooldown: last accepted run earlier")
+    refused = [r for r in ledger.records() if r.get("outcome") == "refused"]
+    assert [r["request"]["reason"] for r in refused] == ["labels arrived"]
+    assert json.loads(json.dumps(refused[0]))["run_id"] == result["run_id"]
