@@ -45,7 +45,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for row in rows:
             pid = row["pid"] or "-"
-            print(f"{row['service']:<10} {row['state']:<10} {row['url']:<28} pid={pid:<8} log={row['log']}")
+            print(f"{row['service']:<22} {row['state']:<10} {row['url']:<38} pid={pid:<8} log={row['log']}")
     if args.action == "up" and any(r["service"] == "airflow-api-server" for r in rows):
         from ctloop.airflow_local import login
 
