@@ -7,8 +7,10 @@ so each run gets the CTLOOP_* settings of its test.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = Path(tempfile.mkdtemp(prefix="ctloop-airflow-tests-"))
+atexit.register(shutil.rmtree, HOME, ignore_errors=True)
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": str(HOME),
     "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
