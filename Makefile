@@ -48,7 +48,7 @@ bench-train: .venv/.synced  ## training examples/s and wall time on a 500k-row s
 	$(RUN) python -m benchmarks.bench_train
 
 lint: .venv/.synced  ## ruff
-	$(RUN) ruff check jobs tests benchmarks
+	$(RUN) ruff check jobs tests benchmarks dags plugins
 
 stack-down: .venv/.synced  ## stop the embedded services that `make demo` started
 	$(RUN) ctloop stack down
