@@ -22,7 +22,9 @@ Tasks:
 5. `retrain_finish` (teardown: runs whatever happened) closes the run in the ledger with its outcome.
 
 Each decision (policy, quality, gate, registration) is written into the DAG run's note.
-One run at a time (`max_active_runs=1`), which also serializes the policy's decisions.
+One run at a time (`max_active_runs=1`), which also serializes the policy's decisions. The DAG is
+paused when Airflow first sees it, so a new pipeline does not train on an empty lake: unpause it once
+its data is in (`make demo` does).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ for spec in dagkit.pipelines(CONFIG):
         start_date=dagkit.START_DATE,
         catchup=False,
         max_active_runs=1,
+        is_paused_upon_creation=True,  # a new pipeline trains once someone unpauses it, never on an empty lake
         dagrun_timeout=timedelta(hours=12),
         default_args=dagkit.default_args(spec),
         tags=dagkit.tags(spec, "train"),

@@ -182,78 +182,6 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _features_demo(spec: Any, settings: Settings, stage: Any) -> dict[str, Any]:
-    """Landing → curated → features → online store → training-set snapshot, over the landed span."""
-    from datetime import timedelta
-
-    from ctloop.lake import open_lake
-    from ctloop.materialize import materialize
-    from ctloop.spark_jobs import build_features, clean_pipeline, landed_span, spark_session
-    from ctloop.training_set import build_training_set
-
-    lake = open_lake(settings)
-    start, end = landed_span(lake, spec)
-    spark = spark_session(settings, f"ctloop-demo-{spec.name}")
-    cleaned = clean_pipeline(spark, spec, lake, start, end)
-    stage("spark_clean")
-    feats = build_features(spark, spec, lake, start, end)
-    stage("spark_features")
-    mat = materialize(spec, settings, lake, start, end)
-    stage("materialize")
-    # labels are known up to the end of the data; rows need maturity_days of it to count as negative
-    ts_end = max(start + timedelta(days=1), end - timedelta(days=spec.labels.maturity_days))
-    snap = build_training_set(spec, settings, lake, start, ts_end.replace(hour=0), as_of=end)
-    stage("training_set")
-    return {
-        "interval": [start.isoformat(), end.isoformat()],
-        "curated": {s: {k: v[k] for k in ("rows", "quarantined", "duplicates")} for s, v in cleaned["streams"].items()},
-        "features": {v: {"rows": d["rows"], "path": d["path"]} for v, d in feats["views"].items()},
-        "materialized": {k: mat[k] for k in ("online_store", "rows", "rows_per_s", "seconds")},
-        "training_set": {k: snap[k] for k in ("snapshot_id", "row_count", "label_rate", "positives",
-                                              "immature_left_out", "feature_service", "data")},
-    }
-
-
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Everything that exists so far, end to end, on the embedded stack."""
-    from ctloop.ingest import land
-    from ctloop.lake import open_lake
-    from ctloop.produce import produce
-    from ctloop.stack import Stack
-
-    timings: dict[str, float] = {}
-    started = time.monotonic()
-
-    def stage(name: str) -> None:
-        now = time.monotonic()
-        timings[name] = round(now - started - sum(timings.values()), 2)
-        print(f"[demo] {name} done in {timings[name]}s", file=sys.stderr, flush=True)
-
-    spec = load_spec(args.pipeline, settings.pipelines_dir)
-    print(f"[demo] starting the embedded stack under {settings.state_dir}", file=sys.stderr, flush=True)
-    stack_rows = Stack(settings).up()
-    stage("stack_up")
-    produced = produce(spec, settings, events=args.events, seed=args.seed, bad_fraction=args.bad_fraction)
-    stage("produce")
-    landed = land(spec, settings, open_lake(settings), "until_caught_up")
-    stage("ingest")
-    features = _features_demo(spec, settings, stage) if spec.features is not None else None
-    summary = {
-        "pipeline": spec.name, "spec_hash": spec.spec_hash, "runtime": settings.runtime, "lake": settings.lake_uri,
-        "stack": {r["service"]: r["url"] for r in stack_rows},
-        "produced": {t: v["counts"] for t, v in produced["topics"].items()},
-        "landed": {k: landed[k] for k in ("landed", "dead_letters", "files", "manifests", "events_per_s")},
-        **({"features": features} if features else {}),
-        "stage_seconds": timings, "total_seconds": round(time.monotonic() - started, 2),
-    }
-    out = settings.state_dir / "demo-summary.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
-    _emit(args, summary)
-    print(f"[demo] summary written to {out}; stop the stack with `ctloop stack down`", file=sys.stderr)
-    return 0
-
-
 def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     from ctloop import retrain
 
@@ -288,6 +216,101 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     else:
         results = json.loads(args.results or "{}")
         _emit(args, retrain.record_finish(ledger, pipeline=spec.name, run_id=args.run_id, results=results, now=now))
+    return 0
+
+
+def _settle(client: Any, dag_id: str, *, since: str, timeout_s: float, stage: Any) -> list[dict[str, Any]]:
+    """Wait until ``dag_id`` has run since ``since`` and nothing of it is queued or running; its runs, oldest first."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        runs = [r for r in client.runs(dag_id, limit=50) if (r.get("queued_at") or r["run_after"]) >= since]
+        for run in runs:
+            if seen.get(run["dag_run_id"]) != run["state"]:
+                seen[run["dag_run_id"]] = run["state"]
+                print(f"[demo] {dag_id} {run['dag_run_id']}: {run['state']}", file=sys.stderr, flush=True)
+        if runs and all(r["state"] in ("success", "failed") for r in runs):
+            stage(dag_id)
+            return sorted(runs, key=lambda r: r["run_after"])
+        time.sleep(5)
+    raise TimeoutError(f"{dag_id}: runs still unfinished after {timeout_s:.0f}s: {seen}")
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The loop on the embedded stack, driven through Airflow: DAG runs, not direct function calls."""
+    from datetime import UTC, datetime
+
+    from ctloop.airflow_client import AirflowClient
+    from ctloop.airflow_local import login
+    from ctloop.produce import produce
+    from ctloop.registry import client as mlflow_client
+    from ctloop.registry import current_version, history
+    from ctloop.stack import Stack
+
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+
+    def stage(name: str) -> None:
+        timings[name] = round(time.monotonic() - started - sum(timings.values()), 2)
+        print(f"[demo] {name} done in {timings[name]}s", file=sys.stderr, flush=True)
+
+    spec = load_spec(args.pipeline, settings.pipelines_dir)
+    name = spec.name
+    print(f"[demo] starting the embedded stack under {settings.state_dir} (first start: ~1 min)",
+          file=sys.stderr, flush=True)
+    stack_rows = Stack(settings).up(timeout_s=300)
+    stage("stack_up")
+    user, password = login(settings)
+    print(f"[demo] Airflow UI {settings.airflow_api_url} (login {user} / {password}); MLflow UI "
+          f"{settings.mlflow_tracking_uri}", file=sys.stderr, flush=True)
+    client = AirflowClient.local(settings)
+    since = datetime.now(UTC).isoformat()
+    produced = produce(spec, settings, events=args.events, seed=args.seed, bad_fraction=args.bad_fraction)
+    stage("produce")
+    # ingest lands the events and its raw asset event starts features
+    ingest = client.trigger_and_wait(f"{name}_ingest", {"reason": "make demo"}, timeout_s=1200)
+    stage(f"{name}_ingest")
+    features = _settle(client, f"{name}_features", since=since, timeout_s=2400, stage=stage)
+    # the train DAG is paused at creation, so it never trains on an empty lake; unpausing it may start its
+    # scheduled run, and the request below is then merged into it by the retrain policy
+    since = datetime.now(UTC).isoformat()
+    client.set_paused(f"{name}_train", False)
+    client.trigger(f"{name}_train", {"reason": "make demo: features are ready"})
+    train = _settle(client, f"{name}_train", since=since, timeout_s=2400, stage=stage)
+    runs = {"ingest": [ingest], "features": features, "train": train}
+    failed = [f"{dag} {r['dag_run_id']}" for dag, rs in runs.items() for r in rs if r["state"] != "success"]
+    trained = [r for r in train if r["state"] == "success" and
+               client.task_instances(f"{name}_train", r["dag_run_id"]) and
+               any(t["task_id"] == "register" and t["state"] == "success"
+                   for t in client.task_instances(f"{name}_train", r["dag_run_id"]))]
+    evaluation = client.xcom(f"{name}_train", trained[-1]["dag_run_id"], "evaluate") if trained else None
+    landed = client.xcom(f"{name}_ingest", ingest["dag_run_id"], "land")
+    model = spec.registered_model
+    registry = mlflow_client(settings)
+    summary = {
+        "pipeline": name, "spec_hash": spec.spec_hash, "runtime": settings.runtime, "lake": settings.lake_uri,
+        "stack": {r["service"]: r["url"] for r in stack_rows},
+        "produced": {t: v["counts"] for t, v in produced["topics"].items()},
+        "landed": {k: landed.get(k) for k in ("landed", "dead_letters", "files", "interval")} if landed else None,
+        "dag_runs": {dag: [{"run_id": r["dag_run_id"], "state": r["state"], "note": r.get("note")} for r in rs]
+                     for dag, rs in runs.items()},
+        "model": {"name": model, "challenger": current_version(registry, model, "challenger"),
+                  "champion": current_version(registry, model, "champion"),
+                  "alias_moves": history(settings, model)[:5]},
+        "gate": ({"passed": evaluation["passed"], "reasons": evaluation["reasons"],
+                  "candidate": evaluation["candidate"]["overall"], "mlflow_run": evaluation["run_id"]}
+                 if evaluation else None),
+        "stage_seconds": timings, "total_seconds": round(time.monotonic() - started, 2),
+    }
+    out = settings.state_dir / "demo-summary.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, default=str))
+    _emit(args, summary)
+    print(f"[demo] summary written to {out}; Airflow {settings.airflow_api_url}, MLflow "
+          f"{settings.mlflow_tracking_uri}; stop the stack with `make stack-down`", file=sys.stderr)
+    if failed or not trained:
+        print(f"[demo] the loop did not reach a registered model: failed runs {failed or 'none'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -390,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--reason", help="set-alias: why (recorded with who and when)")
     registry.set_defaults(func=cmd_registry)
 
-    demo = sub.add_parser("demo", help="run the loop end to end on the embedded stack")
+    demo = sub.add_parser("demo", help="run the loop end to end on the embedded stack, through Airflow DAG runs")
     demo.add_argument("--pipeline", default="fraud")
     demo.add_argument("--events", type=int, default=100_000)
     demo.add_argument("--seed", type=int, default=42)
