@@ -279,10 +279,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     train = _settle(client, f"{name}_train", since=since, timeout_s=2400, stage=stage)
     runs = {"ingest": [ingest], "features": features, "train": train}
     failed = [f"{dag} {r['dag_run_id']}" for dag, rs in runs.items() for r in rs if r["state"] != "success"]
-    trained = [r for r in train if r["state"] == "success" and
-               client.task_instances(f"{name}_train", r["dag_run_id"]) and
-               any(t["task_id"] == "register" and t["state"] == "success"
-                   for t in client.task_instances(f"{name}_train", r["dag_run_id"]))]
+    trained = [r for r in train if r["state"] == "success" and any(
+        t["task_id"] == "register" and t["state"] == "success"
+        for t in client.task_instances(f"{name}_train", r["dag_run_id"]))]
     evaluation = client.xcom(f"{name}_train", trained[-1]["dag_run_id"], "evaluate") if trained else None
     landed = client.xcom(f"{name}_ingest", ingest["dag_run_id"], "land")
     model = spec.registered_model

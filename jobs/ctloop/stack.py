@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,8 +83,6 @@ def http_healthy(url: str) -> bool:
 
 def mlflow_service(settings: Settings) -> Service:
     """MLflow tracking server and model registry, serving artifacts itself (clients need no store access)."""
-    import sys
-
     port = settings.mlflow_port
     artifacts = settings.mlflow_artifacts_destination
     backend = settings.mlflow_backend_store_uri

@@ -117,8 +117,8 @@ def fit(spec: PipelineSpec, settings: Settings, train_df: Any, val_df: Any,
         if not getattr(model, "compiled", False):
             model.compile(optimizer=keras.optimizers.Adam(m.learning_rate), loss="binary_crossentropy",
                           metrics=[keras.metrics.AUC(curve="PR", name="pr_auc"), keras.metrics.AUC(name="roc_auc")])
-        score = model.get_layer("score") if "score" in [layer.name for layer in model.layers] else None
-        if score is not None and score.bias is not None:
+        score = next((layer for layer in model.layers if layer.name == "score"), None)
+        if getattr(score, "bias", None) is not None:
             score.bias.assign(np.full(score.bias.shape, math.log(positives / negatives), dtype="float32"))
     kinds = input_kinds(spec)
     train_data = _dataset(to_inputs(kinds, train_df), y_train, m.batch_size, m.seed)
@@ -137,22 +137,19 @@ def fit(spec: PipelineSpec, settings: Settings, train_df: Any, val_df: Any,
                    "best_val_pr_auc": round(float(history.history["val_pr_auc"][best]), 6)}
 
 
-class _EpochLogger:
-    """Per-epoch metrics to MLflow and a progress line to stderr (a Keras callback, built lazily)."""
+def _epoch_logger(total_epochs: int) -> Any:
+    """A Keras callback: per-epoch metrics to MLflow and a progress line to stderr (built lazily: Keras is heavy)."""
+    import keras
+    import mlflow
 
-    @staticmethod
-    def make(total_epochs: int) -> Any:
-        import keras
-        import mlflow
+    class EpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            mlflow.log_metrics(logs, step=epoch + 1)
+            shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "val_loss", "val_pr_auc"))
+            print(f"[train] epoch {epoch + 1}/{total_epochs} {shown}", file=sys.stderr, flush=True)
 
-        class EpochLogger(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-                logs = {k: float(v) for k, v in (logs or {}).items()}
-                mlflow.log_metrics(logs, step=epoch + 1)
-                shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "val_loss", "val_pr_auc"))
-                print(f"[train] epoch {epoch + 1}/{total_epochs} {shown}", file=sys.stderr, flush=True)
-
-        return EpochLogger()
+    return EpochLogger()
 
 
 def log_pyfunc(spec: PipelineSpec, model: Any, example: Any) -> Any:
@@ -215,7 +212,7 @@ def train(spec: PipelineSpec, settings: Settings, lake: Lake, snapshot_id: str) 
             "label_rate": manifest["label_rate"], **{f"builder.{k}": v for k, v in m.params.items()},
         })
         mlflow.log_dict(manifest, "lineage/snapshot_manifest.json")
-        model, fitted = fit(spec, settings, train_df, val_df, [_EpochLogger.make(m.max_epochs)])
+        model, fitted = fit(spec, settings, train_df, val_df, [_epoch_logger(m.max_epochs)])
         mlflow.log_params({k: fitted[k] for k in ("device", "replicas", "strategy", "precision_policy",
                                                   "class_weight_positive")})
         mlflow.log_metrics({"epochs": fitted["epochs"], "best_epoch": fitted["best_epoch"],
