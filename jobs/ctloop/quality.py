@@ -37,7 +37,8 @@ def expectations(spec: PipelineSpec) -> list[Any]:
         source_min = primary.fields[agg.column].min if agg is not None and agg.column in primary.fields else None
         if agg is not None and agg.function == "label_rate":
             suite.append(e.ExpectColumnValuesToBeBetween(column=name, min_value=0, max_value=1))
-        elif agg is not None and (agg.function in ("count", "count_distinct") or (source_min or -1) >= 0):
+        elif agg is not None and (agg.function in ("count", "count_distinct")
+                                  or (source_min is not None and source_min >= 0)):
             suite.append(e.ExpectColumnValuesToBeBetween(column=name, min_value=0))
     for name in spec.model.request_fields:
         field = primary.fields[name]
