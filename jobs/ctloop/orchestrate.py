@@ -36,8 +36,9 @@ def quality_verdict(result: dict[str, Any] | None) -> tuple[bool, str]:
 def gate_verdict(result: dict[str, Any] | None, primary: str = "pr_auc") -> tuple[bool, str]:
     if not result:
         return False, "evaluation gate: no result"
-    cand = (result.get("candidate") or {}).get(primary)
-    champ = (result.get("champion") or {}).get(primary) if result.get("champion") else None
+    # `ctloop evaluate` reports each model's metrics under "overall" (next to "slices")
+    cand = ((result.get("candidate") or {}).get("overall") or {}).get(primary)
+    champ = ((result.get("champion") or {}).get("overall") or {}).get(primary)
     versus = f"{primary} {_num(cand)} vs champion {_num(champ)}" if champ is not None else \
         f"{primary} {_num(cand)}, no champion yet"
     if result.get("passed"):

@@ -27,10 +27,11 @@ def test_verdicts_and_lines() -> None:
     assert quality_verdict({"passed": True}) == (True, "data quality passed")
     assert quality_verdict({"passed": False, "reasons": ["label rate 0"]}) == \
         (False, "data quality refused: label rate 0")
-    ok, line = gate_verdict({"passed": True, "candidate": {"pr_auc": 0.61}, "champion": {"pr_auc": 0.6}})
+    ok, line = gate_verdict({"passed": True, "candidate": {"overall": {"pr_auc": 0.61}},
+                             "champion": {"version": "3", "overall": {"pr_auc": 0.6}}})
     assert ok and line == "evaluation gate passed: pr_auc 0.6100 vs champion 0.6000"
-    ok, line = gate_verdict({"passed": False, "reasons": ["pr_auc 0.1 < 0.2"], "candidate": {"pr_auc": 0.1},
-                             "champion": None})
+    ok, line = gate_verdict({"passed": False, "reasons": ["pr_auc 0.1 < 0.2"],
+                             "candidate": {"overall": {"pr_auc": 0.1}}, "champion": None})
     assert not ok and line == "evaluation gate refused (pr_auc 0.1000, no champion yet): pr_auc 0.1 < 0.2"
     assert registered_line({"model": "ctloop-fraud", "version": "4", "alias": "challenger"}) == \
         "registered ctloop-fraud version 4 as challenger"
