@@ -67,9 +67,9 @@ for spec in dagkit.pipelines(CONFIG):
 
             events = [{"uri": getattr(asset, "uri", str(asset)), "extra": e.extra, "timestamp": e.timestamp.isoformat()}
                       for asset, evs in (triggering_asset_events or {}).items() for e in evs]
-            return requests_from_run(name, run_type=str(dag_run.run_type), run_after=dag_run.run_after,
+            return requests_from_run(name, run_type=dag_run.run_type, run_after=dag_run.run_after,
                                      conf=dag_run.conf, triggered_by=getattr(dag_run, "triggering_user_name", None),
-                                     events=events)
+                                     events=events, started_at=dag_run.start_date)
 
         policy = job_task("retrain_policy", [
             "retrain", "decide", "--pipeline", name, "--run-id", "{{ run_id }}", "--now", NOW,

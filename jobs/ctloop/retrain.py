@@ -186,19 +186,22 @@ def outcome(results: dict[str, Any]) -> str:
 
 
 def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf: dict[str, Any] | None,
-                      triggered_by: str | None, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                      triggered_by: str | None, events: list[dict[str, Any]],
+                      started_at: datetime | None = None) -> list[dict[str, Any]]:
     """The retrain requests one train DAG run carries (Airflow-side, so plain values in and out).
 
     ``events`` are the triggering asset events as ``{"uri", "extra", "timestamp"}``: features
     updates and retrain requests (from Kafka or the monitor DAG). A manual or REST-triggered run
-    carries its ``conf["reason"]``; a scheduled run, the schedule.
+    carries its ``conf["reason"]``; a scheduled run, the schedule, asking when the run started
+    (``started_at``): its cron tick can be hours old when catchup is off or the DAG was just unpaused.
     """
     at = parse_time(run_after).isoformat()
     run_type = str(getattr(run_type, "value", run_type))  # Airflow passes its DagRunType enum
     conf = conf or {}
     requests: list[dict[str, Any]] = []
     if run_type == "scheduled":
-        requests.append({"reason": "scheduled retrain", "requested_by": "schedule", "requested_at": at,
+        asked = parse_time(started_at).isoformat() if started_at else at
+        requests.append({"reason": "scheduled retrain", "requested_by": "schedule", "requested_at": asked,
                          "source": "schedule"})
     elif run_type == "manual":
         requests.append({"reason": conf.get("reason") or "manual trigger (no reason given)",

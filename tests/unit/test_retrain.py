@@ -142,6 +142,24 @@ def test_requests_from_a_run() -> None:
     assert all(RetrainRequest.from_dict(r, pipeline="fraud") for r in asset)
 
 
+def test_a_scheduled_run_started_late_asks_when_it_starts_and_the_queued_request_merges(ledger: Ledger) -> None:
+    """`make demo` on the live stack: unpausing the train DAG at 19:13 ran the midnight tick; a REST request
+    queued behind it is a duplicate of that run, not a request 19 hours later."""
+    tick, started = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 2, 19, 13, 5, tzinfo=UTC)
+    scheduled = requests_from_run("fraud", run_type="scheduled", run_after=tick, conf={}, triggered_by=None,
+                                  events=[], started_at=started)
+    assert scheduled[0]["requested_at"] == started.isoformat()
+    first = record_decisions(ledger, POLICY, [RetrainRequest.from_dict(scheduled[0], pipeline="fraud")],
+                             run_id="s", now=started)
+    assert first["accepted"]
+    record_finish(ledger, pipeline="fraud", run_id="s", results={}, now=started + timedelta(minutes=15))
+    manual = requests_from_run("fraud", run_type="manual", run_after=started + timedelta(seconds=5),
+                               conf={"reason": "features are ready"}, triggered_by="admin", events=[])
+    second = record_decisions(ledger, POLICY, [RetrainRequest.from_dict(manual[0], pipeline="fraud")],
+                              run_id="m", now=started + timedelta(minutes=20))
+    assert [d["outcome"] for d in second["decisions"]] == ["merged"]
+
+
 def test_bad_requests_are_rejected_with_the_field() -> None:
     with pytest.raises(ValueError, match="missing reason"):
         RetrainRequest.from_dict({"requested_at": "2026-01-01T00:00:00Z"}, pipeline="fraud")
