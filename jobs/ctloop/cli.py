@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -18,9 +19,20 @@ from ctloop.settings import Settings, SettingsError, load_settings
 from ctloop.spec import SpecError, load_spec
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (an undefined metric, say) as null: JSON has no such numbers and XCom refuses them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _emit(args: argparse.Namespace, data: Any) -> None:
     """Print the command's JSON summary; with ``--result-file`` also write it there (Airflow's XCom)."""
-    text = json.dumps(data, indent=2, default=str)
+    text = json.dumps(_json_safe(data), indent=2, default=str, allow_nan=False)
     print(text)
     if args.result_file:
         path = Path(args.result_file)
@@ -268,8 +280,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     produced = produce(spec, settings, events=args.events, seed=args.seed, bad_fraction=args.bad_fraction)
     stage("produce")
     # ingest lands the events and its raw asset event starts features
-    ingest = client.trigger_and_wait(f"{name}_ingest", {"reason": "make demo"}, timeout_s=1200)
-    stage(f"{name}_ingest")
+    client.trigger(f"{name}_ingest", {"reason": "make demo"})
+    ingest = _settle(client, f"{name}_ingest", since=since, timeout_s=1200, stage=stage)  # its schedule may land too
     features = _settle(client, f"{name}_features", since=since, timeout_s=2400, stage=stage)
     # the train DAG is paused at creation, so it never trains on an empty lake; unpausing it may start its
     # scheduled run, and the request below is then merged into it by the retrain policy
@@ -277,20 +289,20 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     client.set_paused(f"{name}_train", False)
     client.trigger(f"{name}_train", {"reason": "make demo: features are ready"})
     train = _settle(client, f"{name}_train", since=since, timeout_s=2400, stage=stage)
-    runs = {"ingest": [ingest], "features": features, "train": train}
+    runs = {"ingest": ingest, "features": features, "train": train}
     failed = [f"{dag} {r['dag_run_id']}" for dag, rs in runs.items() for r in rs if r["state"] != "success"]
     trained = [r for r in train if r["state"] == "success" and any(
         t["task_id"] == "register" and t["state"] == "success"
         for t in client.task_instances(f"{name}_train", r["dag_run_id"]))]
     evaluation = client.xcom(f"{name}_train", trained[-1]["dag_run_id"], "evaluate") if trained else None
-    landed = client.xcom(f"{name}_ingest", ingest["dag_run_id"], "land")
+    lands = [client.xcom(f"{name}_ingest", r["dag_run_id"], "land") for r in ingest if r["state"] == "success"]
     model = spec.registered_model
     registry = mlflow_client(settings)
     summary = {
         "pipeline": name, "spec_hash": spec.spec_hash, "runtime": settings.runtime, "lake": settings.lake_uri,
         "stack": {r["service"]: r["url"] for r in stack_rows},
         "produced": {t: v["counts"] for t, v in produced["topics"].items()},
-        "landed": {k: landed.get(k) for k in ("landed", "dead_letters", "files", "interval")} if landed else None,
+        "landed": {k: sum(land[k] for land in lands) for k in ("landed", "dead_letters", "files")},
         "dag_runs": {dag: [{"run_id": r["dag_run_id"], "state": r["state"], "note": r.get("note")} for r in rs]
                      for dag, rs in runs.items()},
         "model": {"name": model, "challenger": current_version(registry, model, "challenger"),
