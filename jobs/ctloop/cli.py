@@ -268,6 +268,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = load_spec(args.pipeline, settings.pipelines_dir)
     name = spec.name
+    since = datetime.now(UTC).isoformat()  # every DAG run queued from here on is this demo's (schedules included)
     print(f"[demo] starting the embedded stack under {settings.state_dir} (first start: ~1 min)",
           file=sys.stderr, flush=True)
     stack_rows = Stack(settings).up(timeout_s=300)
@@ -276,7 +277,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"[demo] Airflow UI {settings.airflow_api_url} (login {user} / {password}); MLflow UI "
           f"{settings.mlflow_tracking_uri}", file=sys.stderr, flush=True)
     client = AirflowClient.local(settings)
-    since = datetime.now(UTC).isoformat()
     produced = produce(spec, settings, events=args.events, seed=args.seed, bad_fraction=args.bad_fraction)
     stage("produce")
     # ingest lands the events and its raw asset event starts features

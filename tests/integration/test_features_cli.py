@@ -1,5 +1,5 @@
-"""The feature commands as a user runs them: `ctloop demo` from landing to a materialized store and a
-training-set snapshot, then the individual jobs by hand (idempotent) and their input errors (exit 2)."""
+"""`ctloop demo` as a user runs it, through Airflow from landing to a registered model, and a job's input
+error (exit 2). The jobs' idempotence is tested in test_features_spark.py and test_features_feast.py."""
 
 from __future__ import annotations
 
@@ -15,38 +15,36 @@ from tests.conftest import make_pipeline, settings_env, settings_for
 CTLOOP = Path(sys.executable).parent / "ctloop"
 
 
-def test_demo_goes_from_landing_to_a_training_set(tmp_path: Path) -> None:
-    pipelines, _ = make_pipeline(tmp_path, **{"simulator.params.days": 3, "labels.maturity_days": 1})
+def test_demo_drives_the_loop_through_airflow_to_a_registered_challenger(tmp_path: Path) -> None:
+    """`ctloop demo` on a private stack (broker, MLflow, Airflow): DAG runs only, no direct job calls."""
+    pipelines, _ = make_pipeline(tmp_path, **{
+        "simulator.params.days": 3, "simulator.params.fraud_rate": 0.05, "simulator.params.max_label_delay_days": 1,
+        "labels.maturity_days": 1, "quality.min_rows": 200, "evaluation.holdout_days": "12h",
+        "model.validation_days": "12h", "model.max_epochs": 3, "gate.floors": {}})
     port = free_port()
-    settings = settings_for(tmp_path, f"127.0.0.1:{port}", pipelines, broker_port=port,
-                            spark_master="local[2]", spark_shuffle_partitions=4)
+    settings = settings_for(tmp_path, f"127.0.0.1:{port}", pipelines, broker_port=port, mlflow_port=free_port(),
+                            airflow_port=free_port(), spark_master="local[2]", spark_shuffle_partitions=4)
     env = settings_env(settings)
 
     def ctloop(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(CTLOOP), *args], env=env, capture_output=True, text=True, timeout=600, check=False)
+        return subprocess.run([str(CTLOOP), *args], env=env, capture_output=True, text=True, timeout=900, check=False)
 
     try:
-        demo = ctloop("demo", "--pipeline", "fraud", "--events", "1500", "--bad-fraction", "0.01")
+        demo = ctloop("demo", "--pipeline", "fraud", "--events", "4000", "--bad-fraction", "0.01")
         assert demo.returncode == 0, demo.stderr[-3000:]
         summary = json.loads(demo.stdout)
-        feats = summary["features"]
-        curated = feats["curated"]
-        assert curated["transactions"]["rows"] + curated["chargebacks"]["rows"] == summary["landed"]["landed"]
-        assert feats["features"]["card_activity"]["rows"] > 0
-        assert feats["materialized"]["rows"] > 0 and feats["materialized"]["online_store"] == "sqlite"
-        snap = feats["training_set"]
-        assert snap["row_count"] > 0 and snap["snapshot_id"]
-        for stage in ("spark_clean", "spark_features", "materialize", "training_set"):
+        assert summary == json.loads((settings.state_dir / "demo-summary.json").read_text())
+        produced = sum(sum(counts.values()) for counts in summary["produced"].values())
+        assert summary["landed"]["landed"] + summary["landed"]["dead_letters"] == produced
+        runs = summary["dag_runs"]
+        assert runs["ingest"] and runs["features"] and runs["train"]
+        assert {r["state"] for rs in runs.values() for r in rs} == {"success"}
+        notes = "\n".join(r["note"] or "" for r in runs["train"])
+        assert "retrain accepted" in notes and "data quality passed" in notes and "registered" in notes
+        assert summary["gate"]["passed"] and summary["model"]["challenger"]
+        assert [m["alias"] for m in summary["model"]["alias_moves"]][0] == "challenger"
+        for stage in ("stack_up", "produce", "fraud_ingest", "fraud_features", "fraud_train"):
             assert stage in summary["stage_seconds"]
-
-        start, end = feats["interval"]
-        again = ctloop("spark", "clean", "--pipeline", "fraud", "--start", start, "--end", end)
-        assert again.returncode == 0, again.stderr[-2000:]
-        streams = json.loads(again.stdout)["streams"]
-        assert streams["transactions"]["rows"] == feats["curated"]["transactions"]["rows"]
-        mat = ctloop("materialize", "--pipeline", "fraud", "--start", start, "--end", end)
-        assert mat.returncode == 0, mat.stderr[-2000:]
-        assert json.loads(mat.stdout)["rows"] == feats["materialized"]["rows"]  # stdout is the JSON summary only
 
         bad = ctloop("training-set", "--pipeline", "fraud", "--start", "2026-01-02", "--end", "yesterday")
         assert bad.returncode == 2 and "--end: expected an ISO date" in bad.stderr
