@@ -57,7 +57,10 @@ for spec in dagkit.pipelines(CONFIG):
         serve = job_task("materialize", ["materialize", *window], settings=CONFIG)
 
         @task(outlets=[features])
-        def publish_features(span: list[str], outlet_events=None, features=features) -> list[str]:
+        def publish_features(span: list[str], ti=None, outlet_events=None, features=features) -> list[str]:
+            from ctloop.orchestrate import features_line
+
+            dagkit.decision({"ti": ti}, features_line(span, ti.xcom_pull(task_ids="materialize")))
             outlet_events[features].extra = {"interval": span}
             return span
 

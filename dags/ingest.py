@@ -36,12 +36,13 @@ for spec in dagkit.pipelines(CONFIG):
                         execution_timeout=timedelta(minutes=50))
 
         @task(outlets=[raw])
-        def publish_raw(summary: dict, outlet_events=None, raw=raw) -> list[str]:
+        def publish_raw(summary: dict, ti=None, outlet_events=None, raw=raw) -> list[str]:
             """Emit the raw asset event with the landed interval; skip when nothing landed."""
             from airflow.sdk.exceptions import AirflowSkipException
-            from ctloop.orchestrate import landed_interval
+            from ctloop.orchestrate import landed_interval, landed_line
 
             interval = landed_interval(summary)
+            dagkit.decision({"ti": ti}, landed_line(summary))
             if interval is None:
                 raise AirflowSkipException("nothing new landed")
             outlet_events[raw].extra = {"interval": interval, "landed": summary["landed"],

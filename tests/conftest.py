@@ -68,6 +68,22 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stack.down()
 
 
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the Postgres server at 127.0.0.1:5432 (trust auth), dropped afterwards; its URI."""
+    import psycopg2
+
+    database = f"ctloop_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {database}")
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.close()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _aws_test_credentials() -> None:
     # moto accepts any credentials; never let a developer's real ones near a test

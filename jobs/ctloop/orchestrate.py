@@ -17,6 +17,24 @@ def landed_interval(summary: dict[str, Any] | None) -> list[str] | None:
     return list(summary["interval"])
 
 
+def landed_line(summary: dict[str, Any] | None) -> str:
+    """The ingest run's decision for its note: what landed, and whether the raw asset event goes out."""
+    summary = summary or {}
+    dead = f"{summary.get('dead_letters', 0):,} to the dead-letter topic"
+    interval = landed_interval(summary)
+    if interval is None:
+        return f"nothing new landed ({dead}): no raw asset event"
+    return (f"landed {summary['landed']:,} events ({dead}) in {summary.get('files', 0):,} files, event time "
+            f"{interval[0]} to {interval[1]}: raw asset event emitted")
+
+
+def features_line(span: list[str], materialized: dict[str, Any] | None) -> str:
+    """The features run's decision for its note."""
+    rows = (materialized or {}).get("rows")
+    served = f"{rows:,} rows materialized to the online store" if isinstance(rows, int) else "materialized"
+    return f"features recomputed for {span[0]} to {span[1]}, {served}: features asset event emitted"
+
+
 def union_interval(intervals: list[list[str] | None]) -> list[str]:
     """The interval covering every triggering event's ``[start, end)`` (events may arrive merged)."""
     spans = [(datetime.fromisoformat(i[0]), datetime.fromisoformat(i[1])) for i in intervals if i]

@@ -3,8 +3,8 @@ real jobs as subprocesses, a private Airflow DB. Small data: 3 simulated days, 2
 
 ingest → (raw asset event with the interval) → features → (features asset event); a failing
 monitoring check → a retrain request event; a train run inside the cooldown is refused, stays
-green and says why in its note. (The accepted path runs train/evaluate/register: see
-docs/airflow.md; its end-to-end test comes with those commands.)
+green and says why in its note. The accepted path (training set, quality, train, evaluate, register)
+runs under a real scheduler in the demo test, tests/integration/test_features_cli.py.
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ def test_ingest_lands_and_announces_the_interval_then_idles(loop: dict) -> None:
     [event] = first["events"]
     assert event["uri"] == "ctloop://fraud/raw" and event["extra"]["interval"] == landed["interval"]
     assert event["extra"]["landed"] == landed["landed"]
+    assert first["note"].startswith(f"ctloop:\n- landed {landed['landed']:,} events")
     loop["interval"] = landed["interval"]
 
     again = run_dag("fraud_ingest", loop["env"])
     assert again["state"] == "success" and again["tasks"]["publish_raw"] == "skipped" and again["events"] == []
+    assert again["note"] == "ctloop:\n- nothing new landed (0 to the dead-letter topic): no raw asset event"
 
 
 def test_features_for_the_landed_interval(loop: dict) -> None:
@@ -55,6 +57,8 @@ def test_features_for_the_landed_interval(loop: dict) -> None:
     assert result["xcoms"]["interval"]["return_value"] == [start, end]
     assert result["xcoms"]["materialize"]["return_value"]["rows"] > 0
     assert result["events"] == [{"uri": "ctloop://fraud/features", "extra": {"interval": [start, end]}}]
+    rows = result["xcoms"]["materialize"]["return_value"]["rows"]
+    assert f"{rows:,} rows materialized to the online store" in result["note"]
 
 
 def test_failed_check_becomes_a_retrain_request(loop: dict) -> None:

@@ -193,24 +193,16 @@ def test_quality_gate_passes_a_good_snapshot_and_names_what_fails(champion: dict
 
 
 @pytest.fixture
-def postgres_mlflow(tmp_path: Path) -> Iterator[str]:
+def postgres_mlflow(tmp_path: Path, postgres_database: str) -> Iterator[str]:
     """An MLflow server on a fresh database of the Postgres server at 127.0.0.1:5432."""
-    import psycopg2
-
-    database = f"ctloop_mlflow_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {database}")
     settings = load_settings(state_dir=tmp_path / "pg-state", mlflow_port=free_port(),
-                             mlflow_backend_store_uri=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
+                             mlflow_backend_store_uri=postgres_database)
     stack = Stack(settings, ["mlflow"])
     try:
         stack.up(timeout_s=180)
         yield settings.mlflow_tracking_uri
     finally:
         stack.down()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        admin.close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

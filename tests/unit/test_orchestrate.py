@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 from ctloop.orchestrate import (
+    features_line,
     gate_verdict,
     landed_interval,
+    landed_line,
     quality_verdict,
     reasons_from_checks,
     registered_line,
@@ -38,3 +40,9 @@ def test_verdicts_and_lines() -> None:
     assert reasons_from_checks({"checks": [{"name": "drift", "passed": False, "detail": "0.4 > 0.3"},
                                            {"name": "quality", "passed": True}]}) == ["drift: 0.4 > 0.3"]
     assert reasons_from_checks(None) == []
+    assert landed_line({"landed": 1200, "dead_letters": 3, "files": 40, "interval": ["a", "b"]}) == \
+        "landed 1,200 events (3 to the dead-letter topic) in 40 files, event time a to b: raw asset event emitted"
+    assert landed_line({"landed": 0, "dead_letters": 2, "interval": None}) == \
+        "nothing new landed (2 to the dead-letter topic): no raw asset event"
+    assert features_line(["a", "b"], {"rows": 5000}) == \
+        "features recomputed for a to b, 5,000 rows materialized to the online store: features asset event emitted"
