@@ -1,26 +1,64 @@
-"""Airflow's metadata DB on Postgres (`CTLOOP_AIRFLOW_DB_URI`), as production runs it.
+"""Airflow's metadata DB on Postgres (`CTLOOP_AIRFLOW_DB_URI`), as production runs it, and retrain
+requests from the monitor DAG and from Kafka going through the real scheduler and triggerer.
 
 The SQLite default is what `make demo` and the demo test in test_features_cli.py run; this test
-starts the same four services on a fresh database of the Postgres server at 127.0.0.1 and drives
-one DAG run through the scheduler, the LocalExecutor and the execution API.
+starts the same four services on a fresh database of the Postgres server at 127.0.0.1. A failing
+check in `fraud_monitor` and a message on the retrain topic (sent while `fraud_train` is still
+paused: Airflow runs an asset's watchers only while a DAG scheduled on it is unpaused) become asset
+events, then `fraud_train` runs. The ledger holds an accepted run two hours old, so the policy
+refuses both requests by the cooldown: the runs stay green, say why in their notes, and train nothing.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from ctloop.airflow_client import AirflowClient
+from ctloop.lake import open_lake
+from ctloop.retrain import Ledger
 from ctloop.stack import Stack, free_port
 from sqlalchemy.engine import make_url
 
-from tests.conftest import make_pipeline, settings_for
+from tests.conftest import make_pipeline, settings_env, settings_for
+
+CTLOOP = Path(sys.executable).parent / "ctloop"
+DRIFT = "drift: share of drifted features 0.4 > 0.3"
 
 
-def test_airflow_runs_on_postgres_and_a_monitor_failure_requests_retraining(
+def _query(uri: str, sql: str) -> list[tuple[Any, ...]]:
+    url = make_url(uri)
+    conn = psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname=url.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def _seed_recent_accepted_run(ledger: Ledger) -> None:
+    recent = datetime.now(UTC) - timedelta(hours=2)  # the spec's cooldown is 6h
+    ledger.append({"kind": "decision", "pipeline": "fraud", "run_id": "earlier", "outcome": "accepted",
+                   "why": "schedule", "decided_at": recent.isoformat(),
+                   "request": {"pipeline": "fraud", "reason": "schedule", "requested_by": "schedule",
+                               "requested_at": recent.isoformat(), "source": "schedule"}}, recent)
+    ledger.append({"kind": "finished", "pipeline": "fraud", "run_id": "earlier", "outcome": "x"}, recent)
+
+
+def test_airflow_on_postgres_turns_monitor_and_kafka_requests_into_train_runs_the_policy_decides(
         tmp_path: Path, broker: str, postgres_database: str) -> None:
-    pipelines, _ = make_pipeline(tmp_path)
-    settings = settings_for(tmp_path, broker, pipelines, airflow_port=free_port(), airflow_db_uri=postgres_database)
+    pipelines, suffix = make_pipeline(tmp_path, **{"retrain.schedule": None})  # events only: no scheduled run
+    settings = settings_for(tmp_path, broker, pipelines, airflow_port=free_port(), airflow_db_uri=postgres_database,
+                            retrain_topic=f"ctloop.retrain.{suffix}")
+    ledger = Ledger(open_lake(settings), "fraud")
+    _seed_recent_accepted_run(ledger)
     stack = Stack(settings, ["airflow"])
     try:
         rows = stack.up(timeout_s=300)
@@ -30,23 +68,45 @@ def test_airflow_runs_on_postgres_and_a_monitor_failure_requests_retraining(
         assert client.health()["metadatabase"]["status"] == "healthy"
         assert client.dag("fraud_train")["is_paused"], "the train DAG must start paused"
 
-        run = client.trigger_and_wait("fraud_monitor", {"checks": [
+        monitor = client.trigger_and_wait("fraud_monitor", {"checks": [
             {"name": "drift", "passed": False, "detail": "share of drifted features 0.4 > 0.3"}]},
             timeout_s=300, progress=False)
-        assert run["state"] == "success", run
-        assert run["tasks"] == {"checks": "success", "request_retrain": "success"}
-        assert "retrain requested: drift: share of drifted features 0.4 > 0.3" in (run["note"] or "")
+        assert monitor["state"] == "success", monitor
+        assert monitor["tasks"] == {"checks": "success", "request_retrain": "success"}
+        assert f"retrain requested: {DRIFT}" in (monitor["note"] or "")
+
+        sent = subprocess.run([str(CTLOOP), "retrain", "request", "--pipeline", "fraud", "--reason",
+                               "labels for January arrived", "--requested-by", "pytest"],
+                              env=settings_env(settings), capture_output=True, text=True, timeout=120, check=False)
+        assert sent.returncode == 0, sent.stderr[-2000:]
+        client.set_paused("fraud_train", False)
+
+        deadline = time.monotonic() + 300
+        while True:
+            runs = client.runs("fraud_train")
+            notes = "\n".join(r.get("note") or "" for r in runs if r["state"] == "success")
+            if "monitor: cooldown" in notes and "kafka: cooldown" in notes:
+                break
+            assert time.monotonic() < deadline, f"train runs so far: {runs}"
+            time.sleep(5)
+        client.set_paused("fraud_train", True)
+        assert {r["state"] for r in runs} == {"success"}
+        for run in runs:
+            tasks = {t["task_id"]: t["state"] for t in client.task_instances("fraud_train", run["dag_run_id"])}
+            assert tasks["retrain_policy"] == "success" and tasks["training_set"] == "skipped", tasks
     finally:
         stack.down()
 
-    # the run and its note are rows of the Postgres database, not of a SQLite file beside it
-    url = make_url(postgres_database)
-    with psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as conn:
-        cur = conn.cursor()
-        cur.execute("SELECT state FROM dag_run WHERE dag_id = 'fraud_monitor' AND run_id = %s", (run["dag_run_id"],))
-        assert cur.fetchall() == [("success",)]
-        cur.execute("SELECT count(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri LIKE %s",
-                    ("%fraud/retrain-requests%",))
-        assert cur.fetchone()[0] == 1
-    conn.close()
+    refused = {r["request"]["source"]: r for r in ledger.records() if r.get("outcome") == "refused"}
+    assert refused["monitor"]["request"]["reason"] == DRIFT
+    assert refused["kafka"]["request"]["reason"] == "labels for January arrived"
+    assert refused["kafka"]["request"]["requested_by"] == "pytest"
+    assert refused["kafka"]["why"].startswith("cooldown")
+    # the runs, their notes and the asset events are rows of the Postgres database, not of a SQLite file
+    states = _query(postgres_database, "SELECT dag_id, state FROM dag_run ORDER BY id")
+    assert ("fraud_monitor", "success") in states and ("fraud_train", "success") in states
+    events = [json.loads(e) if isinstance(e, str) else e for (e,) in _query(
+        postgres_database, "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                           "WHERE a.uri = 'ctloop://fraud/retrain-requests' ORDER BY e.id")]
+    assert [e.get("source") or e["payload"]["source"] for e in events] == ["monitor", "kafka"]
     assert not (settings.state_dir / "airflow" / "airflow.db").exists()
