@@ -13,7 +13,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -127,3 +129,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[f"CTLOOP_{name.upper()}"] = str(value)
     return env
+
+
+def seed_recent_accepted_run(ledger: Any, pipeline: str = "fraud", hours_ago: float = 2) -> None:
+    """Record a finished, accepted training run ``hours_ago`` in the retrain ``ledger`` (inside the 6h cooldown)."""
+    recent = datetime.now(UTC) - timedelta(hours=hours_ago)
+    request = {"pipeline": pipeline, "reason": "schedule", "requested_by": "schedule",
+               "requested_at": recent.isoformat(), "source": "schedule"}
+    ledger.append({"kind": "decision", "pipeline": pipeline, "run_id": "earlier", "outcome": "accepted",
+                   "why": "schedule", "decided_at": recent.isoformat(), "request": request}, recent)
+    ledger.append({"kind": "finished", "pipeline": pipeline, "run_id": "earlier", "outcome": "x"}, recent)

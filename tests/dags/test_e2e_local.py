@@ -10,7 +10,6 @@ runs under a real scheduler in the demo test, tests/integration/test_features_cl
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from ctloop.produce import produce
 from ctloop.retrain import Ledger
 from ctloop.spec import load_spec
 
-from tests.conftest import make_pipeline, settings_env, settings_for
+from tests.conftest import make_pipeline, seed_recent_accepted_run, settings_env, settings_for
 from tests.dags.conftest import run_dag
 
 
@@ -79,12 +78,7 @@ def test_failed_check_becomes_a_retrain_request(loop: dict) -> None:
 def test_train_request_inside_the_cooldown_is_refused_green_with_a_note(loop: dict) -> None:
     settings = loop["settings"]
     ledger = Ledger(open_lake(settings), "fraud")
-    recent = datetime.now(UTC) - timedelta(hours=2)  # dag.test runs "now"; the spec's cooldown is 6h
-    ledger.append({"kind": "decision", "pipeline": "fraud", "run_id": "earlier", "outcome": "accepted",
-                   "why": "schedule", "decided_at": recent.isoformat(),
-                   "request": {"pipeline": "fraud", "reason": "schedule", "requested_by": "schedule",
-                               "requested_at": recent.isoformat(), "source": "schedule"}}, recent)
-    ledger.append({"kind": "finished", "pipeline": "fraud", "run_id": "earlier", "outcome": "x"}, recent)
+    seed_recent_accepted_run(ledger)  # dag.test runs "now"
 
     result = run_dag("fraud_train", loop["env"], {"reason": "labels arrived"})
     assert result["state"] == "success", result["log"]

@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from ctloop.retrain import Ledger
 from ctloop.stack import Stack, free_port
 from sqlalchemy.engine import make_url
 
-from tests.conftest import make_pipeline, settings_env, settings_for
+from tests.conftest import make_pipeline, seed_recent_accepted_run, settings_env, settings_for
 
 CTLOOP = Path(sys.executable).parent / "ctloop"
 DRIFT = "drift: share of drifted features 0.4 > 0.3"
@@ -43,22 +42,13 @@ def _query(uri: str, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def _seed_recent_accepted_run(ledger: Ledger) -> None:
-    recent = datetime.now(UTC) - timedelta(hours=2)  # the spec's cooldown is 6h
-    ledger.append({"kind": "decision", "pipeline": "fraud", "run_id": "earlier", "outcome": "accepted",
-                   "why": "schedule", "decided_at": recent.isoformat(),
-                   "request": {"pipeline": "fraud", "reason": "schedule", "requested_by": "schedule",
-                               "requested_at": recent.isoformat(), "source": "schedule"}}, recent)
-    ledger.append({"kind": "finished", "pipeline": "fraud", "run_id": "earlier", "outcome": "x"}, recent)
-
-
 def test_airflow_on_postgres_turns_monitor_and_kafka_requests_into_train_runs_the_policy_decides(
         tmp_path: Path, broker: str, postgres_database: str) -> None:
     pipelines, suffix = make_pipeline(tmp_path, **{"retrain.schedule": None})  # events only: no scheduled run
     settings = settings_for(tmp_path, broker, pipelines, airflow_port=free_port(), airflow_db_uri=postgres_database,
                             retrain_topic=f"ctloop.retrain.{suffix}")
     ledger = Ledger(open_lake(settings), "fraud")
-    _seed_recent_accepted_run(ledger)
+    seed_recent_accepted_run(ledger)
     stack = Stack(settings, ["airflow"])
     try:
         rows = stack.up(timeout_s=300)
