@@ -60,7 +60,7 @@ for spec in dagkit.pipelines(CONFIG):
         def publish_features(span: list[str], ti=None, outlet_events=None, features=features) -> list[str]:
             from ctloop.orchestrate import features_line
 
-            dagkit.decision({"ti": ti}, features_line(span, ti.xcom_pull(task_ids="materialize")))
+            dagkit.decision({"ti": ti}, features_line(span, ti.xcom_pull(task_ids="materialize")["rows"]))
             outlet_events[features].extra = {"interval": span}
             return span
 

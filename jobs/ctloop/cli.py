@@ -299,10 +299,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     client.trigger(f"{name}_train", {"reason": "make demo: features are ready"})
     train = _settle(client, f"{name}_train", since=since, timeout_s=2400, stage=stage)
     runs = {"ingest": ingest, "features": features, "train": train}
+    tasks = {(dag, r["dag_run_id"]): client.task_instances(f"{name}_{dag}", r["dag_run_id"])
+             for dag, rs in runs.items() for r in rs}
     failed = [f"{dag} {r['dag_run_id']}" for dag, rs in runs.items() for r in rs if r["state"] != "success"]
     trained = [r for r in train if r["state"] == "success" and any(
-        t["task_id"] == "register" and t["state"] == "success"
-        for t in client.task_instances(f"{name}_train", r["dag_run_id"]))]
+        t["task_id"] == "register" and t["state"] == "success" for t in tasks["train", r["dag_run_id"]])]
     evaluation = client.xcom(f"{name}_train", trained[-1]["dag_run_id"], "evaluate") if trained else None
     lands = [client.xcom(f"{name}_ingest", r["dag_run_id"], "land") for r in ingest if r["state"] == "success"]
     model = spec.registered_model
@@ -313,7 +314,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         "produced": {t: v["counts"] for t, v in produced["topics"].items()},
         "landed": {k: sum(land[k] for land in lands) for k in ("landed", "dead_letters", "files")},
         "dag_runs": {dag: [{"run_id": r["dag_run_id"], "state": r["state"], "note": r.get("note"),
-                            "task_seconds": _task_seconds(client.task_instances(f"{name}_{dag}", r["dag_run_id"]))}
+                            "task_seconds": _task_seconds(tasks[dag, r["dag_run_id"]])}
                            for r in rs] for dag, rs in runs.items()},
         "model": {"name": model, "challenger": current_version(registry, model, "challenger"),
                   "champion": current_version(registry, model, "champion"),

@@ -17,9 +17,8 @@ def landed_interval(summary: dict[str, Any] | None) -> list[str] | None:
     return list(summary["interval"])
 
 
-def landed_line(summary: dict[str, Any] | None) -> str:
+def landed_line(summary: dict[str, Any]) -> str:
     """The ingest run's decision for its note: what landed, and whether the raw asset event goes out."""
-    summary = summary or {}
     dead = f"{summary.get('dead_letters', 0):,} to the dead-letter topic"
     interval = landed_interval(summary)
     if interval is None:
@@ -28,11 +27,10 @@ def landed_line(summary: dict[str, Any] | None) -> str:
             f"{interval[0]} to {interval[1]}: raw asset event emitted")
 
 
-def features_line(span: list[str], materialized: dict[str, Any] | None) -> str:
+def features_line(span: list[str], materialized_rows: int) -> str:
     """The features run's decision for its note."""
-    rows = (materialized or {}).get("rows")
-    served = f"{rows:,} rows materialized to the online store" if isinstance(rows, int) else "materialized"
-    return f"features recomputed for {span[0]} to {span[1]}, {served}: features asset event emitted"
+    return (f"features recomputed for {span[0]} to {span[1]}, {materialized_rows:,} rows materialized to the "
+            "online store: features asset event emitted")
 
 
 def union_interval(intervals: list[list[str] | None]) -> list[str]:

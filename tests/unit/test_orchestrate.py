@@ -44,5 +44,5 @@ def test_verdicts_and_lines() -> None:
         "landed 1,200 events (3 to the dead-letter topic) in 40 files, event time a to b: raw asset event emitted"
     assert landed_line({"landed": 0, "dead_letters": 2, "interval": None}) == \
         "nothing new landed (2 to the dead-letter topic): no raw asset event"
-    assert features_line(["a", "b"], {"rows": 5000}) == \
+    assert features_line(["a", "b"], 5000) == \
         "features recomputed for a to b, 5,000 rows materialized to the online store: features asset event emitted"
