@@ -25,17 +25,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ctloop.ingest import raw_prefix  # noqa: E402
-from ctloop.lake import LocalLake  # noqa: E402
-from ctloop.settings import load_settings  # noqa: E402
-from ctloop.spark_jobs import (  # noqa: E402
-    build_features,
-    clean_pipeline,
-    landed_span,
-    spark_session,
-    spark_uri,
-)
-from ctloop.spec import parse_spec  # noqa: E402
+from ctloop.config.settings import load_settings  # noqa: E402
+from ctloop.config.spec import parse_spec  # noqa: E402
+from ctloop.features.clean import clean_pipeline  # noqa: E402
+from ctloop.features.spark import spark_session, spark_uri  # noqa: E402
+from ctloop.features.views import build_features  # noqa: E402
+from ctloop.ingest.manifests import landed_span  # noqa: E402
+from ctloop.lake.paths import raw_prefix  # noqa: E402
+from ctloop.lake.store import LocalLake  # noqa: E402
 
 from benchmarks.machine import machine  # noqa: E402
 from tests.features_helpers import write_simulated_lake  # noqa: E402
@@ -92,8 +89,8 @@ def main() -> None:
         baseline_rows_s = raw_rows / baseline_s
         spark.stop()
 
-        from ctloop.feast_repo import open_store
-        from ctloop.materialize import materialize
+        from ctloop.features.materialize import materialize
+        from ctloop.features.store import open_store
 
         mat_end = start + timedelta(days=args.materialize_days)
         result = {}

@@ -18,12 +18,13 @@ import uuid
 from pathlib import Path
 
 import yaml
-from ctloop.ingest import consumer_config, land
-from ctloop.lake import LocalLake
-from ctloop.produce import produce
-from ctloop.settings import load_settings
-from ctloop.spec import load_spec
-from ctloop.stack import Stack, free_port
+from ctloop.config.settings import load_settings
+from ctloop.config.spec import load_spec
+from ctloop.ingest.lander import consumer_config, land
+from ctloop.lake.store import LocalLake
+from ctloop.sim.producer import produce
+from ctloop.stack.service import free_port
+from ctloop.stack.supervisor import Stack
 from kafka import KafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]

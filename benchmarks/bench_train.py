@@ -20,12 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ctloop.lake import open_lake  # noqa: E402
-from ctloop.model import input_kinds, to_inputs  # noqa: E402
-from ctloop.settings import load_settings  # noqa: E402
-from ctloop.simulate import synthetic_training_frame  # noqa: E402
-from ctloop.spec import load_spec  # noqa: E402
-from ctloop.training_set import load_snapshot, write_snapshot  # noqa: E402
+from ctloop.config.settings import load_settings  # noqa: E402
+from ctloop.config.spec import load_spec  # noqa: E402
+from ctloop.lake.store import open_lake  # noqa: E402
+from ctloop.sim.simulator import synthetic_training_frame  # noqa: E402
+from ctloop.training.model import input_kinds, to_inputs  # noqa: E402
+from ctloop.training.training_set import load_snapshot, write_snapshot  # noqa: E402
 
 from benchmarks.machine import machine  # noqa: E402
 
@@ -62,7 +62,7 @@ def main() -> None:
         load_s = time.perf_counter() - t
         del loaded
 
-        from ctloop.train import train
+        from ctloop.training.train import train
 
         print(f"[bench-train] training {args.epochs} epochs", file=sys.stderr, flush=True)
         t = time.perf_counter()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, task
+from airflow.sdk import task
 from ctloop_airflow import dagkit
 from ctloop_airflow.jobs import job_task
 
@@ -28,22 +28,12 @@ for spec in dagkit.pipelines(CONFIG):
     if spec.features is None:
         continue
     raw, features = dagkit.raw_asset(spec.name), dagkit.features_asset(spec.name)
-    with DAG(
-        dag_id=f"{spec.name}_features",
-        schedule=[raw],
-        start_date=dagkit.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        dagrun_timeout=timedelta(hours=4),
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "features"),
-        doc_md=__doc__,
-    ):
+    with dagkit.dag(spec, "features", schedule=[raw], dagrun_timeout=timedelta(hours=4), doc_md=__doc__):
 
         @task
         def interval(triggering_asset_events=None, dag_run=None, raw=raw) -> list[str]:
             """The union of the triggering events' intervals (or the run conf's start/end)."""
-            from ctloop.orchestrate import union_interval
+            from ctloop.orchestration.notes import union_interval
 
             extras = [e.extra.get("interval") for e in (triggering_asset_events or {}).get(raw, [])]
             conf = dag_run.conf or {}
@@ -58,7 +48,7 @@ for spec in dagkit.pipelines(CONFIG):
 
         @task(outlets=[features])
         def publish_features(span: list[str], ti=None, outlet_events=None, features=features) -> list[str]:
-            from ctloop.orchestrate import features_line
+            from ctloop.orchestration.notes import features_line
 
             dagkit.decision({"ti": ti}, features_line(span, ti.xcom_pull(task_ids="materialize")["rows"]))
             outlet_events[features].extra = {"interval": span}

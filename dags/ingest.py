@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, task
+from airflow.sdk import task
 from ctloop_airflow import dagkit
 from ctloop_airflow.jobs import job_task
 
@@ -21,17 +21,7 @@ CONFIG = dagkit.settings()
 
 for spec in dagkit.pipelines(CONFIG):
     raw = dagkit.raw_asset(spec.name)
-    with DAG(
-        dag_id=f"{spec.name}_ingest",
-        schedule=timedelta(minutes=10),
-        start_date=dagkit.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        dagrun_timeout=timedelta(hours=1),
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "ingest"),
-        doc_md=__doc__,
-    ):
+    with dagkit.dag(spec, "ingest", schedule=timedelta(minutes=10), dagrun_timeout=timedelta(hours=1), doc_md=__doc__):
         land = job_task("land", ["ingest", "--pipeline", spec.name, "--until-caught-up"], settings=CONFIG,
                         execution_timeout=timedelta(minutes=50))
 
@@ -39,7 +29,7 @@ for spec in dagkit.pipelines(CONFIG):
         def publish_raw(summary: dict, ti=None, outlet_events=None, raw=raw) -> list[str]:
             """Emit the raw asset event with the landed interval; skip when nothing landed."""
             from airflow.sdk.exceptions import AirflowSkipException
-            from ctloop.orchestrate import landed_interval, landed_line
+            from ctloop.orchestration.notes import landed_interval, landed_line
 
             interval = landed_interval(summary)
             dagkit.decision({"ti": ti}, landed_line(summary))

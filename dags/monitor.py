@@ -17,24 +17,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, task
+from airflow.sdk import task
 from ctloop_airflow import dagkit
 
 CONFIG = dagkit.settings()
 
 for spec in dagkit.pipelines(CONFIG):
     requests_asset = dagkit.retrain_requests_asset(spec.name, CONFIG)  # the same (watched) asset as the train DAG
-    with DAG(
-        dag_id=f"{spec.name}_monitor",
-        schedule="@hourly",
-        start_date=dagkit.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        dagrun_timeout=timedelta(hours=1),
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "monitor"),
-        doc_md=__doc__,
-    ):
+    with dagkit.dag(spec, "monitor", schedule="@hourly", dagrun_timeout=timedelta(hours=1), doc_md=__doc__):
 
         @task
         def checks(dag_run=None) -> dict:
@@ -44,7 +34,7 @@ for spec in dagkit.pipelines(CONFIG):
         @task(outlets=[requests_asset])
         def request_retrain(result: dict, dag_run=None, ti=None, outlet_events=None, asset=requests_asset) -> str:
             from airflow.sdk.exceptions import AirflowSkipException
-            from ctloop.orchestrate import reasons_from_checks
+            from ctloop.orchestration.notes import reasons_from_checks
 
             reasons = reasons_from_checks(result)
             if not reasons:

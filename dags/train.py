@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, task
 from ctloop_airflow import dagkit
 from ctloop_airflow.jobs import job_task
 
@@ -47,23 +47,14 @@ for spec in dagkit.pipelines(CONFIG):
     assets = dagkit.features_asset(name) | dagkit.retrain_requests_asset(name, CONFIG)
     schedule = assets if spec.retrain.schedule is None else AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(spec.retrain.schedule, timezone="UTC"), assets=assets)
-    with DAG(
-        dag_id=f"{name}_train",
-        schedule=schedule,
-        start_date=dagkit.START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=True,  # a new pipeline trains once someone unpauses it, never on an empty lake
-        dagrun_timeout=timedelta(hours=12),
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "train"),
-        doc_md=__doc__,
-    ):
+    # paused at creation: a new pipeline trains once someone unpauses it, never on an empty lake
+    with dagkit.dag(spec, "train", schedule=schedule, dagrun_timeout=timedelta(hours=12), doc_md=__doc__,
+                    is_paused_upon_creation=True):
 
         @task
         def requests(dag_run=None, triggering_asset_events=None, name=name) -> list[dict]:
             """This run's retrain requests: schedule, REST/manual conf reason, asset events."""
-            from ctloop.retrain import requests_from_run
+            from ctloop.retrain.policy import requests_from_run
 
             events = [{"uri": getattr(asset, "uri", str(asset)), "extra": e.extra, "timestamp": e.timestamp.isoformat()}
                       for asset, evs in (triggering_asset_events or {}).items() for e in evs]
@@ -87,7 +78,7 @@ for spec in dagkit.pipelines(CONFIG):
 
         @task.short_circuit(ignore_downstream_trigger_rules=False)
         def quality_ok(ti=None) -> bool:
-            from ctloop.orchestrate import quality_verdict
+            from ctloop.orchestration.notes import quality_verdict
 
             passed, line = quality_verdict(ti.xcom_pull(task_ids="quality"))
             dagkit.decision({"ti": ti}, line)
@@ -99,7 +90,7 @@ for spec in dagkit.pipelines(CONFIG):
 
         @task.short_circuit(ignore_downstream_trigger_rules=False)
         def gate_ok(ti=None, primary=spec.gate.primary_metric) -> bool:
-            from ctloop.orchestrate import gate_verdict
+            from ctloop.orchestration.notes import gate_verdict
 
             passed, line = gate_verdict(ti.xcom_pull(task_ids="evaluate"), primary)
             dagkit.decision({"ti": ti}, line)
@@ -110,7 +101,7 @@ for spec in dagkit.pipelines(CONFIG):
         @task
         def registered(ti=None) -> None:
             """The registered challenger; the serving issue's blue-green deploy goes after this task."""
-            from ctloop.orchestrate import registered_line
+            from ctloop.orchestration.notes import registered_line
 
             dagkit.decision({"ti": ti}, registered_line(ti.xcom_pull(task_ids="register")))
 

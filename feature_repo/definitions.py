@@ -1,7 +1,7 @@
 """Feast objects for every pipeline, generated from the specs in pipelines/ (the one source of truth).
 
 `feast plan` / `feast apply` import this file; ctloop's jobs build the very same objects through
-`ctloop.feast_repo.repo_objects`, so the repo can never drift from what Spark computes.
+`ctloop.features.store.repo_objects`, so the repo can never drift from what Spark computes.
 Locations come from CTLOOP_* (CTLOOP_LAKE_URI for the offline Parquet); unset ones default to the
 repository's .state/ and pipelines/, wherever feast is run from.
 """
@@ -9,8 +9,8 @@ repository's .state/ and pipelines/, wherever feast is run from.
 import os
 from pathlib import Path
 
-from ctloop.feast_repo import all_repo_objects
-from ctloop.settings import load_settings
+from ctloop.config.settings import load_settings
+from ctloop.features.store import all_repo_objects
 
 _ROOT = Path(__file__).resolve().parents[1]
 _defaults = {"state_dir": _ROOT / ".state", "pipelines_dir": _ROOT / "pipelines"}

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from ctloop.settings import Settings, load_settings
-from ctloop.stack import Stack, free_port
+from ctloop.config.settings import Settings, load_settings
+from ctloop.stack.service import free_port
+from ctloop.stack.supervisor import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_SPEC = ROOT / "pipelines" / "fraud.yaml"

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from ctloop.events import EventCodec
-from ctloop.ingest import manifest_prefix, raw_prefix
-from ctloop.lake import Lake, LocalLake
-from ctloop.simulate import load_simulator
-from ctloop.spec import PipelineSpec
+from ctloop.config.spec import PipelineSpec
+from ctloop.ingest.events import EventCodec
+from ctloop.lake.paths import manifest_prefix, raw_prefix
+from ctloop.lake.store import Lake, LocalLake
+from ctloop.sim.simulator import load_simulator
 
 HOUR_US = 3_600_000_000
 

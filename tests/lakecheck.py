@@ -7,9 +7,9 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ctloop.ingest import dlq_prefix, raw_prefix
-from ctloop.lake import Lake
-from ctloop.simulate import SimMessage
+from ctloop.lake.paths import dlq_prefix, raw_prefix
+from ctloop.lake.store import Lake
+from ctloop.sim.simulator import SimMessage
 
 
 def read_all(lake: Lake, prefix: str) -> pa.Table | None:

@@ -9,13 +9,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset
-from ctloop.settings import Settings, load_settings
-from ctloop.spec import PipelineSpec, load_spec
+from airflow.sdk import DAG, Asset
+from ctloop.config.settings import Settings, load_settings
+from ctloop.config.spec import PipelineSpec, load_spec
+from ctloop.orchestration.notes import DECISION_KEY
 
 log = logging.getLogger(__name__)
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)  # static, as Airflow asks; catchup is off everywhere
-DECISION_KEY = "ctloop_decision"  # XCom key of the lines the run-note listener writes into the run's note
 
 
 def settings() -> Settings:
@@ -53,6 +53,15 @@ def retrain_requests_asset(pipeline: str, config: Settings | None = None) -> Ass
     trigger = RetrainRequestTrigger(pipeline=pipeline, topic=config.retrain_topic,
                                     group_id=f"ctloop-retrain-{pipeline}")
     return Asset(uri, group="ctloop", watchers=[AssetWatcher(name=f"kafka_{pipeline}_retrain", trigger=trigger)])
+
+
+def dag(spec: PipelineSpec, subject: str, *, schedule: Any, doc_md: str | None, dagrun_timeout: timedelta,
+        **extra: Any) -> DAG:
+    """The ``<pipeline>_<subject>`` DAG with the conventions every ctloop DAG shares (docs/design.md, rule 9):
+    static start date, no catchup, one run at a time, owner and retries, tags, the file's docstring as doc."""
+    return DAG(dag_id=f"{spec.name}_{subject}", schedule=schedule, start_date=START_DATE, catchup=False,
+               max_active_runs=1, dagrun_timeout=dagrun_timeout, default_args=default_args(spec),
+               tags=tags(spec, subject), doc_md=doc_md, **extra)
 
 
 def default_args(spec: PipelineSpec, **extra: Any) -> dict[str, Any]:

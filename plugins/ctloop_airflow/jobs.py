@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.sdk import BaseOperator
 
 if TYPE_CHECKING:
-    from ctloop.settings import Settings
+    from ctloop.config.settings import Settings
 
 Kind = Literal["job", "training"]
 XCOM_RESULT = "/airflow/xcom/return.json"  # KubernetesPodOperator's sidecar reads this file

@@ -37,8 +37,8 @@ class RetrainRequestTrigger(BaseEventTrigger):
     def _consumer(self) -> Any:
         """A consumer on every partition of the topic, assigned by hand: no group membership, so no
         rebalance when the triggerer restarts the trigger; the group only stores the offsets."""
-        from ctloop.broker import client_config, connect
-        from ctloop.settings import load_settings
+        from ctloop.config.settings import load_settings
+        from ctloop.ingest.broker import client_config, connect
         from kafka import KafkaConsumer, TopicPartition
 
         settings = load_settings()  # the triggerer's CTLOOP_* environment: bootstrap, TLS, SASL

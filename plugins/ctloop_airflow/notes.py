@@ -15,8 +15,8 @@ import json
 from typing import Any
 
 from airflow.listeners import hookimpl
+from ctloop.orchestration.notes import DECISION_KEY
 
-DECISION_KEY = "ctloop_decision"
 MARK = "ctloop:"  # first line of notes this listener wrote
 
 

@@ -20,7 +20,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _task(command: list[str]):  # noqa: ANN202
-    from ctloop.settings import load_settings
+    from ctloop.config.settings import load_settings
     from ctloop_airflow.jobs import LocalJobOperator, job_task
 
     task = job_task("job", command, settings=load_settings(runtime="local"))

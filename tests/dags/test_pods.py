@@ -125,7 +125,7 @@ def test_training_pod_gets_a_gpu_on_the_gpu_pool(pods: dict[str, dict[str, Any]]
 
 
 def test_the_template_is_read_at_run_time_not_at_parse_time() -> None:
-    from ctloop.settings import load_settings
+    from ctloop.config.settings import load_settings
     from ctloop_airflow.jobs import job_task
 
     task = job_task("t", ["spec"], settings=load_settings(runtime="kubernetes", job_image="registry/job:1.2"))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ctloop.stack import free_port
+from ctloop.stack.service import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CTLOOP = Path(sys.executable).parent / "ctloop"  # the console script of the environment under test

@@ -10,8 +10,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
-    from ctloop.settings import load_settings
-    from ctloop.spark_jobs import spark_session
+    from ctloop.config.settings import load_settings
+    from ctloop.features.spark import spark_session
 
     session = spark_session(load_settings(spark_master="local[2]", spark_shuffle_partitions=4), "ctloop-tests")
     session.conf.set("spark.sql.shuffle.partitions", "4")

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from ctloop.airflow_client import AirflowClient
-from ctloop.lake import open_lake
-from ctloop.retrain import Ledger
-from ctloop.stack import Stack, free_port
+from ctloop.lake.store import open_lake
+from ctloop.orchestration.client import AirflowClient
+from ctloop.retrain.ledger import Ledger
+from ctloop.stack.service import free_port
+from ctloop.stack.supervisor import Stack
 from sqlalchemy.engine import make_url
 
 from tests.conftest import make_pipeline, seed_recent_accepted_run, settings_env, settings_for

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ctloop.stack import free_port
+from ctloop.stack.service import free_port
 
 from tests.conftest import make_pipeline, settings_env, settings_for
 

@@ -15,12 +15,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from ctloop.lake import LocalLake
-from ctloop.materialize import materialize, read_watermark
-from ctloop.settings import load_settings
-from ctloop.spark_jobs import build_features, clean_pipeline, curated_prefix, features_prefix, parse_interval
-from ctloop.spec import load_spec
-from ctloop.training_set import build_training_set
+from ctloop.config.settings import load_settings
+from ctloop.config.spec import load_spec
+from ctloop.features.clean import clean_pipeline
+from ctloop.features.materialize import materialize, read_watermark
+from ctloop.features.views import build_features
+from ctloop.lake.hours import parse_interval
+from ctloop.lake.paths import curated_prefix, features_prefix
+from ctloop.lake.store import LocalLake
+from ctloop.training.training_set import build_training_set
 
 from tests.conftest import ROOT, make_pipeline
 from tests.features_helpers import read_dataset, write_simulated_lake
@@ -59,7 +62,7 @@ def _online(store: Any, spec: Any, key: str, values: list[str]) -> pd.DataFrame:
 @pytest.mark.parametrize("online", STORES)
 def test_online_values_after_materialization_equal_the_latest_offline(lake_with_features: dict[str, Any],
                                                                       online: str) -> None:
-    from ctloop.feast_repo import open_store
+    from ctloop.features.store import open_store
 
     spec, lake = lake_with_features["spec"], lake_with_features["lake"]
     settings = _settings(lake_with_features, online)
@@ -88,7 +91,7 @@ def test_online_values_after_materialization_equal_the_latest_offline(lake_with_
 
 
 def test_training_set_is_point_in_time_correct_and_immutable(lake_with_features: dict[str, Any]) -> None:
-    from ctloop.feast_repo import open_store
+    from ctloop.features.store import open_store
 
     spec, lake = lake_with_features["spec"], lake_with_features["lake"]
     settings = _settings(lake_with_features, "sqlite")
@@ -149,7 +152,7 @@ def test_feast_plan_and_apply_from_the_repo(lake_with_features: dict[str, Any], 
 
 def test_feature_repo_matches_the_spec() -> None:
     """The objects feast applies are the spec's: names, entities, TTLs and dtypes."""
-    from ctloop.feast_repo import repo_objects
+    from ctloop.features.store import repo_objects
 
     spec = load_spec("fraud", ROOT / "pipelines")
     objects = {type(o).__name__ + ":" + o.name: o for o in repo_objects(spec, load_settings())}

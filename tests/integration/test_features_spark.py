@@ -10,17 +10,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from ctloop.lake import LocalLake
-from ctloop.spark_jobs import (
-    build_features,
-    clean,
-    clean_pipeline,
-    curated_prefix,
-    features_prefix,
-    parse_interval,
-    quarantine_prefix,
-)
-from ctloop.spec import SpecError, load_spec, parse_spec
+from ctloop.config.spec import SpecError, load_spec, parse_spec
+from ctloop.features.clean import clean, clean_pipeline
+from ctloop.features.views import build_features
+from ctloop.lake.hours import parse_interval
+from ctloop.lake.paths import curated_prefix, features_prefix, quarantine_prefix
+from ctloop.lake.store import LocalLake
 
 from tests.conftest import make_pipeline
 from tests.features_helpers import read_dataset, simulate_tables, write_simulated_lake, write_table

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from ctloop.broker import BrokerUnavailable
-from ctloop.ingest import land
-from ctloop.lake import LocalLake, open_lake
-from ctloop.produce import produce
-from ctloop.simulate import load_simulator
-from ctloop.spec import load_spec
-from ctloop.stack import Stack, free_port
+from ctloop.config.spec import load_spec
+from ctloop.ingest.broker import BrokerUnavailable
+from ctloop.ingest.lander import land
+from ctloop.lake.store import LocalLake, open_lake
+from ctloop.sim.producer import produce
+from ctloop.sim.simulator import load_simulator
+from ctloop.stack.service import free_port
+from ctloop.stack.supervisor import Stack
 
 from tests.conftest import make_pipeline, settings_env, settings_for
 from tests.lakecheck import assert_exactly_once

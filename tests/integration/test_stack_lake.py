@@ -10,9 +10,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from ctloop.lake import LocalLake, S3Lake
-from ctloop.settings import load_settings
-from ctloop.stack import Stack, StackError, free_port
+from ctloop.config.settings import load_settings
+from ctloop.lake.store import LocalLake, S3Lake
+from ctloop.stack.service import StackError, free_port
+from ctloop.stack.supervisor import Stack
 
 
 def _ctloop(env_settings: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ctloop.lake import open_lake
-from ctloop.settings import Settings, load_settings
-from ctloop.simulate import synthetic_training_frame
-from ctloop.spec import PipelineSpec, duration_seconds, load_spec
-from ctloop.stack import Stack, free_port
-from ctloop.training_set import write_snapshot
+from ctloop.config.settings import Settings, load_settings
+from ctloop.config.spec import PipelineSpec, duration_seconds, load_spec
+from ctloop.lake.store import open_lake
+from ctloop.sim.simulator import synthetic_training_frame
+from ctloop.stack.service import free_port
+from ctloop.stack.supervisor import Stack
+from ctloop.training.training_set import write_snapshot
 
 from tests.conftest import make_pipeline, settings_env
 
@@ -46,9 +47,9 @@ def _snapshot(settings: Settings, spec: PipelineSpec, snapshot_id: str, frame: A
 
 
 def _train_gate_register(spec: PipelineSpec, settings: Settings, snapshot_id: str) -> tuple[dict, dict, dict]:
-    from ctloop.evaluate import evaluate
-    from ctloop.registry import register
-    from ctloop.train import train
+    from ctloop.evaluation.evaluate import evaluate
+    from ctloop.registry.register import register
+    from ctloop.training.train import train
 
     lake = open_lake(settings)
     trained = train(spec, settings, lake, snapshot_id)
@@ -60,7 +61,7 @@ def _train_gate_register(spec: PipelineSpec, settings: Settings, snapshot_id: st
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> dict[str, Any]:
     """A good model trained, gated, registered as challenger and promoted to champion."""
-    from ctloop.registry import move_alias
+    from ctloop.registry.aliases import move_alias
 
     tmp = tmp_path_factory.mktemp("champion")
     spec = _pipeline(tmp)
@@ -98,7 +99,7 @@ def test_a_run_carries_lineage_metrics_model_and_plots(champion: dict[str, Any])
 
 def test_same_snapshot_and_seed_give_the_same_metrics(champion: dict[str, Any]) -> None:
     """Tolerance: 1e-6 absolute on every holdout metric (ops run deterministically on one device)."""
-    from ctloop.train import train
+    from ctloop.training.train import train
 
     again = train(champion["spec"], champion["settings"], open_lake(champion["settings"]), "good")
     first = champion["trained"]
@@ -110,10 +111,10 @@ def test_same_snapshot_and_seed_give_the_same_metrics(champion: dict[str, Any]) 
 def test_the_registered_model_predicts_like_the_in_memory_model(champion: dict[str, Any]) -> None:
     """Registered model, loaded through pyfunc (here and in a fresh process), vs the model fitted in memory."""
     import mlflow
-    from ctloop.model import input_kinds, score
-    from ctloop.registry import infra_check
-    from ctloop.train import fit, input_example
-    from ctloop.training_set import split_by_time
+    from ctloop.registry.register import infra_check
+    from ctloop.training.model import input_kinds, score
+    from ctloop.training.train import fit, input_example
+    from ctloop.training.training_set import split_by_time
 
     spec, settings = champion["spec"], champion["settings"]
     train_df, val_df, holdout = split_by_time(spec, champion["frame"], START + timedelta(days=DAYS))
@@ -129,9 +130,10 @@ def test_the_registered_model_predicts_like_the_in_memory_model(champion: dict[s
 
 def test_a_degraded_candidate_is_refused_and_nothing_is_registered(champion: dict[str, Any]) -> None:
     """Labels shuffled before the holdout: the candidate learns noise and is scored on the real holdout."""
-    from ctloop.evaluate import evaluate
-    from ctloop.registry import RegistryError, client, register
-    from ctloop.train import train
+    from ctloop.evaluation.evaluate import evaluate
+    from ctloop.registry.aliases import RegistryError, client
+    from ctloop.registry.register import register
+    from ctloop.training.train import train
 
     spec, settings = champion["spec"], champion["settings"]
     frame = champion["frame"].copy()
@@ -176,7 +178,7 @@ def test_a_corrupt_or_empty_snapshot_is_a_clear_error_and_registers_nothing(
 
 
 def test_quality_gate_passes_a_good_snapshot_and_names_what_fails(champion: dict[str, Any]) -> None:
-    from ctloop.quality import check_snapshot
+    from ctloop.training.data_gate import check_snapshot
 
     spec, settings = champion["spec"], champion["settings"]
     lake = open_lake(settings)
@@ -209,7 +211,7 @@ def postgres_mlflow(tmp_path: Path, postgres_database: str) -> Iterator[str]:
 def test_registry_aliases_and_their_recorded_history(
         request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
     """Register twice, promote twice: aliases point right, every move is recorded, last known good is known."""
-    from ctloop.registry import client, history, last_known_good, move_alias
+    from ctloop.registry.aliases import client, history, last_known_good, move_alias
 
     uri = request.getfixturevalue("mlflow_server" if backend == "sqlite" else "postgres_mlflow")
     spec = _pipeline(tmp_path, **{"model.max_epochs": 2, "gate.min_improvement": {}, "gate.floors": {"pr_auc": 0.05}})

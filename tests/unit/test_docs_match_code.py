@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ctloop.settings import Settings
-from ctloop.spec import (
+from ctloop.config.settings import Settings
+from ctloop.config.spec import (
     AggregationSpec,
     EntitySpec,
     EvaluationSpec,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ctloop.spark_jobs import parse_interval
-from ctloop.spec import SpecError, duration_seconds, load_spec, parse_spec
+from ctloop.config.spec import SpecError, duration_seconds, load_spec, parse_spec
+from ctloop.lake.hours import parse_interval
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = yaml.safe_load((ROOT / "pipelines" / "fraud.yaml").read_text())

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from ctloop.metrics import calibration_error, decide, recall_at_precision, score_metrics
-from ctloop.spec import EvaluationSpec, GateSpec
+from ctloop.config.spec import EvaluationSpec, GateSpec
+from ctloop.evaluation.gate import decide
+from ctloop.evaluation.metrics import calibration_error, recall_at_precision, score_metrics
 
 EVAL = EvaluationSpec(min_slice_positives=5)
 

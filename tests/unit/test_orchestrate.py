@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ctloop.orchestrate import (
+from ctloop.orchestration.notes import (
     features_line,
     gate_verdict,
     landed_interval,

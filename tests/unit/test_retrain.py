@@ -7,20 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from ctloop.lake import LocalLake
-from ctloop.retrain import (
-    Ledger,
-    Policy,
-    RetrainRequest,
-    decide,
-    outcome,
-    parse_time,
-    record_decisions,
-    record_finish,
-    request_message,
-    requests_from_run,
-)
-from ctloop.spec import RetrainSpec
+from ctloop.config.spec import RetrainSpec
+from ctloop.lake.hours import parse_time
+from ctloop.lake.store import LocalLake
+from ctloop.retrain.ledger import Ledger, record_decisions, record_finish
+from ctloop.retrain.policy import Policy, RetrainRequest, decide, outcome, request_message, requests_from_run
 
 POLICY = Policy.from_spec(RetrainSpec(cooldown="6h", daily_budget=2, merge_window="1h"))
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)

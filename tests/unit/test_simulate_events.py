@@ -8,9 +8,9 @@ from datetime import datetime
 from statistics import mean
 
 import pytest
-from ctloop.events import EventCodec
-from ctloop.simulate import BAD_KINDS, Tally, load_simulator
-from ctloop.spec import load_spec
+from ctloop.config.spec import load_spec
+from ctloop.ingest.events import EventCodec
+from ctloop.sim.simulator import BAD_KINDS, Tally, load_simulator
 
 from tests.conftest import REFERENCE_SPEC
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ctloop.settings import SettingsError, load_settings
-from ctloop.spec import SpecError, load_spec
+from ctloop.config.settings import SettingsError, load_settings
+from ctloop.config.spec import SpecError, load_spec
 
 from tests.conftest import REFERENCE_SPEC, make_pipeline
 
@@ -99,8 +99,8 @@ def test_cli_reports_spec_error_and_exits_2(tmp_path: Path) -> None:
 
 def test_kafka_security_settings_reach_every_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """MSK with IAM auth (the production overlay): no broker of that kind runs here, so only the config is checked."""
-    from ctloop.broker import client_config
-    from ctloop.ingest import consumer_config
+    from ctloop.ingest.broker import client_config
+    from ctloop.ingest.lander import consumer_config
 
     monkeypatch.setenv("CTLOOP_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("CTLOOP_KAFKA_SASL_MECHANISM", "AWS_MSK_IAM")

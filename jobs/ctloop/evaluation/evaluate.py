@@ -1,0 +1,121 @@
+"""``ctloop evaluate``: score the candidate and the current champion on the same holdout, then apply the gate.
+
+The holdout is the candidate snapshot's most recent ``evaluation.holdout_days`` (a period neither
+model trained on when the champion is older). Both models are loaded as serving loads them (pyfunc),
+so the gate judges what would be deployed. The decision, every check behind it, the metrics of both
+models overall and per slice, and the plots a person looks at are logged to the candidate's run.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ctloop.config.settings import Settings
+from ctloop.config.spec import PipelineSpec
+from ctloop.evaluation.gate import decide
+from ctloop.evaluation.metrics import flat_metrics, metric_table
+from ctloop.lake.store import Lake
+from ctloop.registry.aliases import client, current_version
+from ctloop.training.training_set import load_snapshot, split_by_time
+
+
+def _scores(model_uri: str, frame: Any) -> np.ndarray:
+    import mlflow
+
+    return mlflow.pyfunc.load_model(model_uri).predict(frame)["score"].to_numpy(dtype="float64")
+
+
+def _plots(spec: PipelineSpec, y: np.ndarray, curves: dict[str, np.ndarray]) -> dict[str, Any]:
+    """PR curves, calibration, and the candidate's confusion matrix at the precision target's threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import ConfusionMatrixDisplay, precision_recall_curve
+
+    target = spec.evaluation.precision_target
+    figures = {}
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for label, p in curves.items():
+        prec, rec, _ = precision_recall_curve(y, p)
+        ax.plot(rec, prec, label=label)
+    ax.axhline(target, color="grey", linestyle=":", label=f"precision target {target}")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall on the holdout", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend()
+    figures["evaluation/pr_curve.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for label, p in curves.items():
+        observed, predicted = calibration_curve(y, p, n_bins=spec.evaluation.calibration_bins, strategy="quantile")
+        ax.plot(predicted, observed, marker="o", label=label)
+    ax.set(xlabel="mean score", ylabel="observed fraud rate", title="Calibration (quantile bins)")
+    ax.legend()
+    figures["evaluation/calibration.png"] = fig
+
+    candidate = curves["candidate"]
+    prec, rec, thresholds = precision_recall_curve(y, candidate)
+    ok = np.flatnonzero(prec[:-1] >= target)
+    threshold = float(thresholds[ok[np.argmax(rec[ok])]]) if ok.size else 0.5
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ConfusionMatrixDisplay.from_predictions(y, (candidate >= threshold).astype(int), display_labels=["legit", "fraud"],
+                                            ax=ax, colorbar=False)
+    ax.set_title(f"Candidate at threshold {threshold:.3f}")
+    figures["evaluation/confusion_matrix.png"] = fig
+    return figures
+
+
+def evaluate(spec: PipelineSpec, settings: Settings, lake: Lake, run_id: str) -> dict[str, Any]:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    mlflow_client = client(settings)
+    tags = mlflow_client.get_run(run_id).data.tags
+    if tags.get("ctloop.pipeline") != spec.name or "ctloop.model_uri" not in tags:
+        raise ValueError(f"run {run_id} is not a {spec.name!r} training run with a logged model")
+    manifest, frame = load_snapshot(lake, spec, tags["ctloop.snapshot_id"])
+    holdout = split_by_time(spec, frame, datetime.fromisoformat(manifest["end"]))[2]
+    y = holdout[spec.labels.target].to_numpy(dtype="int64")
+    print(f"[evaluate] scoring the candidate on {len(holdout)} holdout rows ({int(y.sum())} positives)",
+          file=sys.stderr, flush=True)
+    candidate_scores = _scores(tags["ctloop.model_uri"], holdout)
+    candidate = metric_table(spec, holdout, candidate_scores)
+    champion_version = current_version(mlflow_client, spec.registered_model, "champion")
+    champion, champion_note, curves = None, "no champion yet", {"candidate": candidate_scores}
+    if champion_version is not None:
+        try:
+            champion_scores = _scores(f"models:/{spec.registered_model}@champion", holdout)
+            champion = metric_table(spec, holdout, champion_scores)
+            curves[f"champion v{champion_version}"] = champion_scores
+            champion_note = f"champion v{champion_version} scored on the same holdout"
+        except Exception as exc:  # noqa: BLE001 - any failure to score means there is nothing to compare with
+            champion_note = f"champion v{champion_version} could not score the holdout ({exc}); floors alone decide"
+    decision = decide(spec.gate, spec.evaluation, candidate, champion)
+    decision["champion"] = champion_note
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        mlflow.log_metrics(flat_metrics(candidate, "eval.candidate"))
+        if champion is not None:
+            mlflow.log_metrics(flat_metrics(champion, "eval.champion"))
+        mlflow.log_dict({**decision, "candidate": candidate, "champion_metrics": champion,
+                         "champion_version": champion_version, "holdout_rows": len(holdout)},
+                        "evaluation/gate_decision.json")
+        for path, fig in _plots(spec, y, curves).items():
+            mlflow.log_figure(fig, path)
+            plt.close(fig)
+        mlflow.set_tags({"ctloop.gate": "passed" if decision["passed"] else "refused",
+                         "ctloop.gate_reasons": "; ".join(decision["reasons"])[:4900],
+                         "ctloop.champion_version": champion_version or ""})
+    verdict = "PASSED" if decision["passed"] else "REFUSED"
+    print(f"[evaluate] gate {verdict} ({decision['basis']}): " + "; ".join(decision["reasons"]),
+          file=sys.stderr, flush=True)
+    return {"run_id": run_id, "passed": decision["passed"], "reasons": decision["reasons"],
+            "basis": decision["basis"], "checks": decision["checks"], "champion_note": champion_note,
+            "candidate": candidate, "champion": ({"version": champion_version, **champion} if champion else None),
+            "holdout_rows": len(holdout)}

@@ -1,0 +1,122 @@
+"""Spark for the feature jobs: the session, and the lake reads and writes both jobs share.
+
+Every job interval is ``[start, end)`` on whole hours; a job replaces exactly the hour partitions it
+owns (delete, then write), so a re-run of the same interval leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ctloop.config.settings import Settings
+from ctloop.config.spec import PipelineSpec
+from ctloop.lake.paths import curated_prefix
+from ctloop.lake.store import Lake
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+SPARK_TYPES = {"string": "string", "int": "bigint", "double": "double", "bool": "boolean", "timestamp": "timestamp"}
+
+
+def spark_uri(lake: Lake, path: str) -> str:
+    """Spark reads S3 through the s3a connector (the job image adds hadoop-aws)."""
+    url = lake.url(path)
+    return "s3a://" + url.removeprefix("s3://") if url.startswith("s3://") else url
+
+
+def log(message: str) -> None:
+    print(f"[spark] {message}", file=sys.stderr, flush=True)
+
+
+
+# -- the session -----------------------------------------------------------------------------------
+def spark_session(settings: Settings, app: str = "ctloop") -> SparkSession:
+    """The active session if there is one (tests share one), else a new one on ``settings.spark_master``."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = (SparkSession.builder.appName(app).master(settings.spark_master)
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+               .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.driver.memory", "4g"))
+    if settings.s3_endpoint_url:
+        builder = builder.config("spark.hadoop.fs.s3a.endpoint", settings.s3_endpoint_url) \
+            .config("spark.hadoop.fs.s3a.path.style.access", "true")
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def configure_session(spark: SparkSession) -> None:
+    """Settings the jobs rely on, applied to a session someone else built."""
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    spark.conf.set("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+
+
+# -- lake reads and writes ---------------------------------------------------------------------------
+def read_json(lake: Lake, path: str) -> Any:
+    return json.loads(lake.read(path)) if lake.exists(path) else None
+
+
+def write_json(lake: Lake, path: str, data: Any) -> None:
+    lake.write(path, json.dumps(data, indent=1, sort_keys=True, default=str).encode())
+
+
+def clear(lake: Lake, prefix: str, parts: Iterable[str]) -> None:
+    for part in parts:
+        for path in lake.list(f"{prefix}/{part}/"):
+            lake.delete(path)
+
+
+def checksum(df: DataFrame) -> dict[str, Any]:
+    """Order-independent content checksum: row count and the sum of every row's 64-bit hash."""
+    from pyspark.sql import functions as F
+
+    row = df.select(F.count(F.lit(1)).alias("rows"),
+                    F.sum(F.xxhash64(*[F.col(c) for c in sorted(df.columns)]).cast("decimal(38,0)")).alias("h")).first()
+    return {"rows": int(row["rows"]), "hash": str(row["h"] or 0)}
+
+
+def partition_cols(time_col: Column) -> list[Column]:
+    from pyspark.sql import functions as F
+
+    return [F.date_format(time_col, "yyyy-MM-dd").alias("event_date"),
+            F.date_format(time_col, "HH").alias("event_hour")]
+
+
+def write_parts(df: DataFrame, lake: Lake, prefix: str, parts: list[str]) -> None:
+    """Replace exactly ``parts`` under ``prefix``: delete them, then write the rows Spark produced."""
+    clear(lake, prefix, parts)
+    if parts:
+        (df.repartition("event_date", "event_hour").sortWithinPartitions(*df.columns[:1])
+         .write.mode("append").partitionBy("event_date", "event_hour").parquet(spark_uri(lake, prefix)))
+
+
+def read_curated(spark: SparkSession, lake: Lake, spec: PipelineSpec, stream: str, start: datetime,
+                  end: datetime) -> DataFrame:
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StructField, StructType
+
+    prefix = curated_prefix(spec.name, stream)
+    event = spec.events[stream]
+    if not lake.list(prefix + "/"):
+        from pyspark.sql.types import _parse_datatype_string
+
+        schema = StructType([StructField(n, _parse_datatype_string(SPARK_TYPES[f.type]))
+                             for n, f in event.fields.items()])
+        return spark.createDataFrame([], schema)
+    df = spark.read.option("basePath", spark_uri(lake, prefix)).parquet(spark_uri(lake, prefix))
+    t = F.col(event.time_field)
+    return df.filter((F.col("event_date") >= f"{start:%Y-%m-%d}") & (F.col("event_date") <= f"{end:%Y-%m-%d}")
+                     & (t >= F.lit(start)) & (t < F.lit(end))).select(*event.fields)

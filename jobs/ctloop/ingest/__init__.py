@@ -1,0 +1,8 @@
+"""Ingest: Kafka topics into the lake as Parquet, exactly once.
+
+Takes in the pipeline's topics (``broker`` connects, ``events`` validates each message against the
+spec); gives raw Parquet files per event hour, dead letters with their reason, and a manifest per
+landed batch (``lander``), which ``manifests`` reads back for lineage and training windows.
+"""
+
+__all__ = ["broker", "events", "lander", "manifests", "metrics"]

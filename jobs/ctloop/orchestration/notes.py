@@ -1,0 +1,88 @@
+"""The lines of a DAG run's note, and the small pure functions the DAGs' Airflow-side tasks call.
+
+Tested without Airflow; light imports only.
+
+Everything heavy runs as ``ctloop`` job commands; these only read the commands' JSON results and
+asset events and turn them into intervals, gate verdicts and the lines of a run's note.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+DECISION_KEY = "ctloop_decision"  # XCom key of a task's decision lines; the run-note listener joins them
+
+
+def landed_interval(summary: dict[str, Any] | None) -> list[str] | None:
+    """The event-time interval a lander run landed, or None when it landed nothing."""
+    if not summary or not summary.get("landed") or not summary.get("interval"):
+        return None
+    return list(summary["interval"])
+
+
+def landed_line(summary: dict[str, Any]) -> str:
+    """The ingest run's decision for its note: what landed, and whether the raw asset event goes out."""
+    dead = f"{summary.get('dead_letters', 0):,} to the dead-letter topic"
+    interval = landed_interval(summary)
+    if interval is None:
+        return f"nothing new landed ({dead}): no raw asset event"
+    return (f"landed {summary['landed']:,} events ({dead}) in {summary.get('files', 0):,} files, event time "
+            f"{interval[0]} to {interval[1]}: raw asset event emitted")
+
+
+def features_line(span: list[str], materialized_rows: int) -> str:
+    """The features run's decision for its note."""
+    return (f"features recomputed for {span[0]} to {span[1]}, {materialized_rows:,} rows materialized to the "
+            "online store: features asset event emitted")
+
+
+def union_interval(intervals: list[list[str] | None]) -> list[str]:
+    """The interval covering every triggering event's ``[start, end)`` (events may arrive merged)."""
+    spans = [(datetime.fromisoformat(i[0]), datetime.fromisoformat(i[1])) for i in intervals if i]
+    if not spans:
+        raise ValueError("no interval: trigger this DAG from its asset, or with conf {\"start\": ..., \"end\": ...}")
+    return [min(s for s, _ in spans).isoformat(), max(e for _, e in spans).isoformat()]
+
+
+def quality_verdict(result: dict[str, Any] | None) -> tuple[bool, str]:
+    if not result:
+        return False, "data quality: no result"
+    if result.get("passed"):
+        return True, "data quality passed"
+    return False, "data quality refused: " + "; ".join(result.get("reasons") or ["no reason given"])
+
+
+def gate_verdict(result: dict[str, Any] | None, primary: str = "pr_auc") -> tuple[bool, str]:
+    if not result:
+        return False, "evaluation gate: no result"
+    # `ctloop evaluate` reports each model's metrics under "overall" (next to "slices")
+    cand = ((result.get("candidate") or {}).get("overall") or {}).get(primary)
+    champ = ((result.get("champion") or {}).get("overall") or {}).get(primary)
+    versus = f"{primary} {_num(cand)} vs champion {_num(champ)}" if champ is not None else \
+        f"{primary} {_num(cand)}, no champion yet"
+    if result.get("passed"):
+        return True, f"evaluation gate passed: {versus}"
+    return False, f"evaluation gate refused ({versus}): " + "; ".join(result.get("reasons") or ["no reason given"])
+
+
+def registered_line(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "registration: no result"
+    return f"registered {result.get('model')} version {result.get('version')} as {result.get('alias', 'challenger')}"
+
+
+def reasons_from_checks(result: dict[str, Any] | None) -> list[str]:
+    """Failed monitoring checks as retrain reasons.
+
+    The monitoring result: ``{"checks": [{"name": str, "passed": bool, "detail": str}, ...]}`` (what
+    the monitoring job will print; today the monitor DAG's run conf carries it).
+    """
+    checks = (result or {}).get("checks") or []
+    if not isinstance(checks, list):
+        raise ValueError("checks: expected a list of {name, passed, detail}")
+    return [f"{c.get('name', '?')}: {c.get('detail') or 'failed'}" for c in checks if not c.get("passed", False)]
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "?"
