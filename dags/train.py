@@ -17,12 +17,15 @@ Tasks:
 2. `training_set` (`ctloop training-set --latest`) → `quality` (`ctloop quality`) → `quality_ok`;
 3. `train` (`ctloop train`, on a GPU pod in the kubernetes runtime) → `evaluate` (`ctloop evaluate`,
    candidate vs champion) → `gate_ok`;
-4. `register` (`ctloop register`: alias `challenger`) → `registered`. *The serving issue adds the
-   blue-green deploy after `registered`.*
-5. `retrain_finish` (teardown: runs whatever happened) closes the run in the ledger with its outcome.
+4. `register` (`ctloop register`: alias `challenger`) → `registered`;
+5. `deploy` (`ctloop deploy`: blue-green — the idle slot loads the new version, answers its golden
+   requests, takes the traffic, is watched, and only then becomes `champion`; a refusal or a rollback
+   keeps the champion) → `deployed`;
+6. `retrain_finish` (teardown: runs whatever happened) closes the run in the ledger with its outcome.
 
-Each decision (policy, quality, gate, registration) is written into the DAG run's note.
-One run at a time (`max_active_runs=1`), which also serializes the policy's decisions. The DAG is
+Each decision (policy, quality, gate, registration, deploy: what was switched or why not) is written into
+the DAG run's note.
+One run at a time (`max_active_runs=1`); the ledger does not rely on it to decide once. The DAG is
 paused when Airflow first sees it, so a new pipeline does not train on an empty lake: unpause it once
 its data is in (`make demo` does).
 """
@@ -38,7 +41,11 @@ from ctloop_airflow.jobs import job_task
 CONFIG = dagkit.settings()
 SNAPSHOT = "{{ ti.xcom_pull(task_ids='training_set')['snapshot_id'] }}"
 RUN = "{{ ti.xcom_pull(task_ids='train')['run_id'] }}"
-NOW = "{{ dag_run.run_after.isoformat() }}"
+VERSION = "{{ ti.xcom_pull(task_ids='register')['version'] }}"
+# the spec's deploy.watch unless the Airflow Variable ctloop_deploy_watch says otherwise (`make demo`: 10s)
+WATCH = "{{ var.value.get('ctloop_deploy_watch', '') }}"
+# the policy's time: when the run started, which only the scheduler sets (a REST client may set run_after)
+NOW = "{{ (dag_run.start_date or dag_run.run_after).isoformat() }}"
 RESULTS = ("{{ {'quality': ti.xcom_pull(task_ids='quality'), 'evaluation': ti.xcom_pull(task_ids='evaluate'), "
            "'registered': ti.xcom_pull(task_ids='register')} | tojson }}")
 
@@ -100,14 +107,25 @@ for spec in dagkit.pipelines(CONFIG):
 
         @task
         def registered(ti=None) -> None:
-            """The registered challenger; the serving issue's blue-green deploy goes after this task."""
+            """The registered challenger, in the note; the deploy goes after this task."""
             from ctloop.orchestration.notes import registered_line
 
             dagkit.decision({"ti": ti}, registered_line(ti.xcom_pull(task_ids="register")))
+
+        deploy = job_task("deploy", ["deploy", "--pipeline", name, "--version", VERSION, "--watch", WATCH,
+                                     "--reason", "registered by train run {{ run_id }}"],
+                          settings=CONFIG, kind="deploy")
+
+        @task
+        def deployed(ti=None) -> None:
+            """What the deploy switched, or why it did not (refused, rolled back), in the note."""
+            from ctloop.orchestration.notes import deploy_line
+
+            dagkit.decision({"ti": ti}, deploy_line(ti.xcom_pull(task_ids="deploy")))
 
         finish = job_task("retrain_finish", [
             "retrain", "finish", "--pipeline", name, "--run-id", "{{ run_id }}", "--now", NOW,
             "--results", RESULTS], settings=CONFIG)
 
         (requests() >> policy >> proceed() >> training_set >> quality >> quality_ok() >> train >> evaluate
-         >> gate_ok() >> register >> registered() >> finish.as_teardown(setups=policy))
+         >> gate_ok() >> register >> registered() >> deploy >> deployed() >> finish.as_teardown(setups=policy))

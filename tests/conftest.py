@@ -125,11 +125,7 @@ def settings_for(tmp_path: Path, broker: str, pipelines: Path, **extra: object) 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The same settings as CTLOOP_* variables, for the `ctloop` command in a subprocess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"CTLOOP_{name.upper()}"] = str(value)
-    return env
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **settings.to_env()}  # to_env: secrets in clear, not "****"
 
 
 def seed_recent_accepted_run(ledger: Any, pipeline: str = "fraud", hours_ago: float = 2) -> None:

@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from ctloop.config.spec import PipelineSpec
 from ctloop.ingest.events import EventCodec
-from ctloop.lake.paths import manifest_prefix, raw_prefix
+from ctloop.lake.paths import manifest_prefix, partition_of, raw_prefix
 from ctloop.lake.store import Lake, LocalLake
 from ctloop.sim.simulator import load_simulator
 
@@ -40,7 +40,7 @@ def write_table(lake: Lake, spec: PipelineSpec, stream: str, table: pa.Table, pa
     for hour in sorted(pc.unique(hours).to_pylist()):
         part = table.filter(pc.equal(hours, hour))
         at = datetime.fromtimestamp(hour * 3600, tz=UTC)
-        lake_partition = f"event_date={at:%Y-%m-%d}/event_hour={at:%H}"
+        lake_partition = partition_of(at)
         first = part["_kafka_offset"][0].as_py()
         path = f"{raw_prefix(spec.name, event.topic)}/{lake_partition}/{event.topic}+{partition}+{first:020d}.parquet"
         sink = pa.BufferOutputStream()
@@ -48,7 +48,10 @@ def write_table(lake: Lake, spec: PipelineSpec, stream: str, table: pa.Table, pa
         lake.write(path, sink.getvalue().to_pybytes())
         written.append(path)
         files.append({"kind": "raw", "path": path, "rows": part.num_rows, "lake_partition": lake_partition,
-                      "first_offset": first, "last_offset": part["_kafka_offset"][-1].as_py()})
+                      "first_offset": first, "last_offset": part["_kafka_offset"][-1].as_py(),
+                      "min_event_time": pc.min(part[event.time_field]).as_py().isoformat(),
+                      "max_event_time": pc.max(part[event.time_field]).as_py().isoformat(),
+                      "max_kafka_time": pc.max(part["_kafka_timestamp"]).as_py().isoformat()})
     manifest = {"pipeline": spec.name, "topic": event.topic, "partition": partition, "first_offset": first_offset,
                 "last_offset": first_offset + n - 1, "files": files,
                 "partitions_touched": sorted({f["lake_partition"] for f in files})}

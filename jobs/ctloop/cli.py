@@ -86,6 +86,9 @@ def cmd_stack(ctx: Context) -> int:
 
         user, password = login(settings)
         print(f"Airflow UI and REST API: {settings.airflow_api_url}  login: {user} / {password}", file=sys.stderr)
+    if args.action == "up" and any(r["service"] == "serving-switch" for r in rows):
+        print(f"Serving: http://127.0.0.1:{settings.serving_port}/v2/models/<pipeline>  bearer token in "
+              f"{settings.serving_token_file}  (`ctloop serve status --pipeline <pipeline>`)", file=sys.stderr)
     return 0 if args.action == "down" or all(r["state"] == "running" for r in rows) else 1
 
 
@@ -98,10 +101,32 @@ def cmd_produce(ctx: Context) -> int:
 
 
 def cmd_ingest(ctx: Context) -> int:
+    args = ctx.args
+    if args.all:
+        if not args.follow:
+            raise ValueError("--all lands every pipeline as a service: use it with --follow")
+        from ctloop.ingest.lander import follow_all
+
+        return follow_all(ctx.settings, max_seconds=args.max_seconds)
+    if args.announce:
+        from ctloop.ingest.announce import announce
+
+        return ctx.emit(announce(ctx.lake, ctx.spec))
+    if args.announced is not None:
+        from ctloop.ingest.announce import mark_announced
+
+        try:
+            cursor = json.loads(args.announced)
+        except ValueError:
+            cursor = None
+        if not isinstance(cursor, dict):
+            raise ValueError(f"--announced: expected the JSON object an --announce printed as `cursor`, "
+                             f"got {args.announced!r}")
+        return ctx.emit(mark_announced(ctx.lake, ctx.spec, cursor))
     from ctloop.ingest.lander import land
 
-    mode = "follow" if ctx.args.follow else "until_caught_up"
-    return ctx.emit(land(ctx.spec, ctx.settings, ctx.lake, mode, max_seconds=ctx.args.max_seconds))
+    mode = "follow" if args.follow else "until_caught_up"
+    return ctx.emit(land(ctx.spec, ctx.settings, ctx.lake, mode, max_seconds=args.max_seconds))
 
 
 def cmd_spec(ctx: Context) -> int:
@@ -225,13 +250,82 @@ def cmd_retrain(ctx: Context) -> int:
     return ctx.emit(record_finish(ledger, pipeline=spec.name, run_id=args.run_id, results=results, now=now))
 
 
+def cmd_serve_slot(ctx: Context) -> int:
+    """``ctloop serve slot``: one blue-green slot's model server, in the foreground (docs/serving.md)."""
+    from ctloop.serving.auth import ensure_token, load_token
+    from ctloop.serving.server import run_slot
+
+    args, settings = ctx.args, ctx.settings
+    if args.version and args.alias:
+        raise ValueError("give --version or --alias, not both")
+    # the local stack shares one token file between the slots and the switch; a cluster passes the token in
+    token = ensure_token(settings) if settings.runtime == "local" else load_token(settings)
+    return run_slot(ctx.spec, settings, slot=args.slot, port=args.port, host=args.host, version=args.version,
+                    alias=args.alias, token=token)
+
+
+def cmd_serve_switch(ctx: Context) -> int:
+    """``ctloop serve switch``: the local traffic switch in front of the slots, in the foreground (docs/deploy.md)."""
+    from ctloop.deploy.switch import serve
+
+    if ctx.settings.runtime != "local":
+        raise ValueError("serve switch: the kubernetes runtime switches with the ctloop-serving Service's selector")
+    serve(ctx.settings, port=ctx.args.port, bootstrap_champions=not ctx.args.no_champion)
+    return 0
+
+
+def cmd_serve_status(ctx: Context) -> int:
+    """``ctloop serve status``: the live URL, the live slot, each slot's version and state, the token file."""
+    from ctloop.deploy.deploy import serving_status
+
+    status = serving_status(ctx.spec, ctx.settings, ctx.lake)
+    if ctx.args.json:
+        return ctx.emit(status)
+    print(f"{status['pipeline']}: {status['url']}  live slot {status['live_slot'] or '-'} "
+          f"(v{status['live_version'] or '-'}), champion v{status['champion'] or '-'}; "
+          f"token file {status['token_file']}")
+    for name, slot in status["slots"].items():
+        print(f"  {name:<6} v{slot['version'] or '-':<6} {slot['state']:<9} {slot.get('url') or ''}")
+    return 0
+
+
+def cmd_deploy(ctx: Context) -> int:
+    import contextlib
+
+    from ctloop.deploy.deploy import deploy
+
+    spec = ctx.spec
+    if ctx.args.watch:  # this deploy's watch window instead of the spec's (recorded with the deploy)
+        from ctloop.config.spec import duration_seconds
+
+        try:
+            duration_seconds(ctx.args.watch)
+        except ValueError:
+            raise ValueError(f"--watch: expected a duration like 30s, 5m or 1h, got {ctx.args.watch!r}") from None
+        spec = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"watch": ctx.args.watch})})
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links; stdout is the JSON summary's
+        result = deploy(spec, ctx.settings, ctx.lake, ctx.args.version, reason=ctx.args.reason or "")
+    return ctx.emit(result)
+
+
+def cmd_rollback(ctx: Context) -> int:
+    import contextlib
+
+    from ctloop.deploy.deploy import rollback
+
+    with contextlib.redirect_stdout(sys.stderr):
+        result = rollback(ctx.spec, ctx.settings, ctx.lake, reason=ctx.args.reason)
+    return ctx.emit(result)
+
+
 def cmd_demo(ctx: Context) -> int:
     from ctloop.demo import run_demo
 
     a = ctx.args
     summary = run_demo(ctx.spec, ctx.settings, events=a.events, seed=a.seed, bad_fraction=a.bad_fraction)
     ctx.emit(summary)
-    return 0 if summary["registered"] and not summary["failed_runs"] else 1
+    serving = (summary.get("serving") or {}).get("live_version")
+    return 0 if summary["registered"] and not summary["failed_runs"] and serving else 1
 
 
 def _flag_time(flag: str, value: str, parse: Any) -> datetime:
@@ -268,11 +362,20 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--drift-at", type=int, help="inject drift from this event index on")
     prod.add_argument("--drift-kind", choices=["covariate", "concept"], default="covariate")
 
-    ingest = command("ingest", cmd_ingest, "land the pipeline's topics in the lake as Parquet, exactly once")
+    ingest = command("ingest", cmd_ingest, "land the pipeline's topics in the lake as Parquet, exactly once; "
+                     "announce what landed", pipeline=False)
+    which = ingest.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pipeline", help="pipeline name (pipelines/<name>.yaml) or spec path")
+    which.add_argument("--all", action="store_true",
+                       help="with --follow: every spec in CTLOOP_PIPELINES_DIR, one supervised lander process each")
     how = ingest.add_mutually_exclusive_group(required=True)
     how.add_argument("--until-caught-up", action="store_true",
                      help="stop once the end offsets seen at start are landed")
     how.add_argument("--follow", action="store_true", help="keep landing until SIGTERM/SIGINT")
+    how.add_argument("--announce", action="store_true",
+                     help="print what landed since the announce cursor, as a landing summary (lands nothing)")
+    how.add_argument("--announced", metavar="CURSOR",
+                     help="move the announce cursor to CURSOR, the `cursor` of an --announce, once Airflow has it")
     ingest.add_argument("--max-seconds", type=float, help="stop (cleanly) after this long")
 
     spec = command("spec", cmd_spec, "validate pipeline specs", pipeline=False)
@@ -323,6 +426,42 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--alias", help="history: only this alias; set-alias: the alias to move")
     registry.add_argument("--version", help="set-alias: the model version")
     registry.add_argument("--reason", help="set-alias: why (recorded with who and when)")
+
+    serve = command("serve", cmd_serve_slot, "online serving (Open Inference Protocol v2; docs/serving.md)",
+                    pipeline=False)
+    serve_sub = serve.add_subparsers(dest="serve_action", required=True, metavar="ACTION")
+    slot = serve_sub.add_parser("slot", help="run one blue-green slot's model server in the foreground; ready "
+                                             "(GET /v2/health/ready) once the model and Feast are loaded")
+    slot.set_defaults(func=cmd_serve_slot)
+    slot.add_argument("--pipeline", required=True, help="pipeline name (pipelines/<name>.yaml) or spec path")
+    slot.add_argument("--slot", choices=["blue", "green"], default=os.environ.get("CTLOOP_SERVING_SLOT"),
+                      required="CTLOOP_SERVING_SLOT" not in os.environ,
+                      help="which slot this server is (default: $CTLOOP_SERVING_SLOT)")
+    slot.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    slot.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
+    which_model = slot.add_mutually_exclusive_group()
+    which_model.add_argument("--version", help="serve this registered model version")
+    which_model.add_argument("--alias", help="serve the version this registry alias points at (default: champion)")
+    switch = serve_sub.add_parser("switch", help="run the local traffic switch in front of the blue and green slots "
+                                                 "(what `ctloop stack up` starts; docs/deploy.md)")
+    switch.set_defaults(func=cmd_serve_switch)
+    switch.add_argument("--port", type=int, help="port to listen on (default CTLOOP_SERVING_PORT)")
+    switch.add_argument("--no-champion", action="store_true",
+                        help="on a first start, do not load each pipeline's champion into its blue slot")
+    status = serve_sub.add_parser("status", help="the live URL, the live slot, each slot's model version and state")
+    status.set_defaults(func=cmd_serve_status)
+    status.add_argument("--pipeline", required=True, help="pipeline name (pipelines/<name>.yaml) or spec path")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    dep = command("deploy", cmd_deploy, "blue-green deploy of a registered version: load the idle slot, smoke-test, "
+                                        "switch, watch, roll back on a breach, then move `champion` (docs/deploy.md)")
+    dep.add_argument("--version", required=True, help="registered model version to deploy")
+    dep.add_argument("--reason", help="why (recorded with the deploy)")
+    dep.add_argument("--watch", help="watch window of this deploy, like 30s or 5m (default: the spec's "
+                                     "deploy.watch; empty: the spec's)")
+    back = command("rollback", cmd_rollback, "switch back to the previous version (warm old slot, else the last "
+                                             "known good champion) and move `champion` back")
+    back.add_argument("--reason", default="rollback requested by hand", help="why (recorded)")
 
     demo = command("demo", cmd_demo, "run the loop end to end on the embedded stack, through Airflow DAG runs",
                    pipeline=False)

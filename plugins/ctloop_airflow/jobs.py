@@ -6,7 +6,9 @@
   /airflow/xcom/return.json <argv>`` in a pod built from the PodTemplate named by
   ``CTLOOP_JOB_POD_TEMPLATE`` or ``CTLOOP_TRAINING_POD_TEMPLATE`` (``k8s/base/jobs/pod-templates.yaml``:
   image, service account ``ctloop-job``, ``envFrom`` the ``ctloop-settings`` ConfigMap, CPU or GPU
-  pool, GPU request and toleration, the hardened security context, ``/tmp`` emptyDir). The template
+  pool, GPU request and toleration, the hardened security context, ``/tmp`` emptyDir); ``kind="deploy"``
+  (the blue-green deploy step) uses ``CTLOOP_DEPLOY_POD_TEMPLATE`` (service account ``ctloop-deployer``,
+  which may patch the serving Deployments and Service) and gets the serving token Secret. The template
   is read from the cluster when the task runs, never at parse time, so the overlays (dev: small GPU,
   prod: A10G) stay the one place pod sizes live. The job's JSON result becomes the task's XCom.
 * ``local`` runtime: the same command as a subprocess of the task (``python -m ctloop.cli``), its
@@ -36,14 +38,18 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from ctloop.config.settings import Settings
 
-Kind = Literal["job", "training"]
+Kind = Literal["job", "training", "deploy"]
 XCOM_RESULT = "/airflow/xcom/return.json"  # KubernetesPodOperator's sidecar reads this file
 STDERR_TAIL = 40
+# The deploy pod's extra environment: the serving token (key CTLOOP_SERVING_TOKEN) for the smoke test's requests.
+DEPLOY_SECRETS = ("ctloop-serving-token",)
 
 # Retries and time limits per kind: training is long and expensive, so fewer, later retries.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "job": {"retries": 2, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=2)},
     "training": {"retries": 1, "retry_delay": timedelta(minutes=10), "execution_timeout": timedelta(hours=8)},
+    # a retried deploy resumes: a version already live is watched again, not loaded again
+    "deploy": {"retries": 1, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(hours=1)},
 }
 
 
@@ -142,8 +148,11 @@ def pod_task(task_id: str, command: list[str], *, settings: Settings, kind: Kind
 
     from ctloop_airflow.pod import PodTemplateJobOperator
 
-    template = settings.training_pod_template if kind == "training" else settings.job_pod_template
+    template = {"training": settings.training_pod_template,
+                "deploy": settings.deploy_pod_template}.get(kind, settings.job_pod_template)
     secrets = [s.strip() for s in settings.job_secrets.split(",") if s.strip()]
+    if kind == "deploy":
+        secrets += [s for s in DEPLOY_SECRETS if s not in secrets]
     return PodTemplateJobOperator(
         task_id=task_id,
         pod_template_name=template,

@@ -48,12 +48,15 @@ def test_train_dag_schedule_and_wiring(dagbag) -> None:  # noqa: ANN001
     uris = {asset.uri for asset in dag.timetable.asset_condition.objects}
     assert {"ctloop://fraud/features", "ctloop://fraud/retrain-requests"} <= uris
     order = ["requests", "retrain_policy", "proceed", "training_set", "quality", "quality_ok", "train", "evaluate",
-             "gate_ok", "register", "registered"]
+             "gate_ok", "register", "registered", "deploy", "deployed"]
     for up, down in zip(order, order[1:], strict=False):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)
     finish = dag.get_task("retrain_finish")
     assert finish.is_teardown and "retrain_policy" in finish.upstream_task_ids
     assert dag.get_task("train").retries == 1, "training retries less than the other jobs"
+    deploy = dag.get_task("deploy")
+    assert deploy.command[:4] == ["deploy", "--pipeline", "fraud", "--version"] and deploy.retries == 1
+    assert "deployed" in deploy.downstream_task_ids and "retrain_finish" in dag.get_task("deployed").downstream_task_ids
     features = dagbag.dags["fraud_features"].timetable.asset_condition
     assert {asset.uri for asset in features.objects} == {"ctloop://fraud/raw"}
 

@@ -1,7 +1,8 @@
 """The DAGs end to end in the local runtime with ``dag.test()``: a real broker (the session's Tansu),
 real jobs as subprocesses, a private Airflow DB. Small data: 3 simulated days, 2,000 transactions.
 
-ingest → (raw asset event with the interval) → features → (features asset event); a failing
+ingest → (raw asset event with the interval) → features → (features asset event); in `service`
+landing mode the ingest DAG only announces what a lander outside it landed; a failing
 monitoring check → a retrain request event; a train run inside the cooldown is refused, stays
 green and says why in its note. The accepted path (training set, quality, train, evaluate, register)
 runs under a real scheduler in the demo test, tests/integration/test_features_cli.py.
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from ctloop.config.spec import load_spec
+from ctloop.ingest.announce import announce
+from ctloop.ingest.lander import land
 from ctloop.lake.store import open_lake
 from ctloop.retrain.ledger import Ledger
 from ctloop.sim.producer import produce
@@ -34,9 +37,14 @@ def loop(tmp_path_factory: pytest.TempPathFactory, broker: str, airflow_db: Path
 def test_ingest_lands_and_announces_the_interval_then_idles(loop: dict) -> None:
     first = run_dag("fraud_ingest", loop["env"])
     assert first["state"] == "success", first["log"]
-    assert first["tasks"] == {"land": "success", "publish_raw": "success"}
+    assert first["tasks"] == {"land": "success", "announce": "success", "publish_raw": "success",
+                              "announced": "success"}
     landed = first["xcoms"]["land"]["return_value"]  # the job's JSON, through the result file
     assert landed["landed"] + landed["dead_letters"] == loop["messages"] and landed["dead_letters"] > 0
+    told = first["xcoms"]["announce"]["return_value"]
+    assert [told[k] for k in ("landed", "dead_letters", "files", "interval")] == \
+        [landed[k] for k in ("landed", "dead_letters", "files", "interval")]
+    assert first["xcoms"]["announced"]["return_value"]["cursor"] == told["cursor"]
     [event] = first["events"]
     assert event["uri"] == "ctloop://fraud/raw" and event["extra"]["interval"] == landed["interval"]
     assert event["extra"]["landed"] == landed["landed"]
@@ -45,6 +53,7 @@ def test_ingest_lands_and_announces_the_interval_then_idles(loop: dict) -> None:
 
     again = run_dag("fraud_ingest", loop["env"])
     assert again["state"] == "success" and again["tasks"]["publish_raw"] == "skipped" and again["events"] == []
+    assert again["tasks"]["announced"] == "skipped"
     assert again["note"] == "ctloop:\n- nothing new landed (0 to the dead-letter topic): no raw asset event"
 
 
@@ -85,7 +94,7 @@ def test_train_request_inside_the_cooldown_is_refused_green_with_a_note(loop: di
     assert result["state"] == "success", result["log"]
     tasks = result["tasks"]
     assert tasks["requests"] == tasks["retrain_policy"] == tasks["proceed"] == "success"
-    for skipped in ("training_set", "quality", "train", "evaluate", "register", "registered"):
+    for skipped in ("training_set", "quality", "train", "evaluate", "register", "registered", "deploy", "deployed"):
         assert tasks[skipped] == "skipped", (skipped, tasks)
     assert tasks["retrain_finish"] == "success"  # the teardown runs; for a refused run it records nothing
     assert result["xcoms"]["retrain_finish"]["return_value"]["recorded"] is False
@@ -93,3 +102,21 @@ def test_train_request_inside_the_cooldown_is_refused_green_with_a_note(loop: di
     refused = [r for r in ledger.records() if r.get("outcome") == "refused"]
     assert [r["request"]["reason"] for r in refused] == ["labels arrived"]
     assert json.loads(json.dumps(refused[0]))["run_id"] == result["run_id"]
+
+
+def test_service_landing_the_dag_only_announces(loop: dict) -> None:
+    """CTLOOP_LANDING=service: a lander outside the DAG lands (here one `ctloop ingest` by hand, standing in
+    for the Deployment); the run joins no consumer group, announces what it landed, then moves the cursor."""
+    settings = loop["settings"]
+    spec = load_spec("fraud", settings.pipelines_dir)
+    produce(spec, settings, events=300, seed=12)
+    landed = land(spec, settings, open_lake(settings), "until_caught_up")
+    assert landed["landed"] > 0
+    result = run_dag("fraud_ingest", {**loop["env"], "CTLOOP_LANDING": "service"})
+    assert result["state"] == "success", result["log"]
+    assert result["tasks"] == {"announce": "success", "publish_raw": "success", "announced": "success"}
+    told = result["xcoms"]["announce"]["return_value"]
+    assert (told["landed"], told["interval"]) == (landed["landed"], landed["interval"])
+    [event] = result["events"]
+    assert event["uri"] == "ctloop://fraud/raw" and event["extra"]["interval"] == landed["interval"]
+    assert announce(open_lake(settings), spec)["manifests"] == 0  # the cursor moved past it

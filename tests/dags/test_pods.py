@@ -75,7 +75,8 @@ def pods() -> dict[str, dict[str, Any]]:
 
 def test_every_job_task_is_a_pod(pods: dict[str, dict[str, Any]]) -> None:
     assert {"fraud_ingest.land", "fraud_features.spark_clean", "fraud_features.materialize", "fraud_train.train",
-            "fraud_train.retrain_policy", "fraud_train.register", "fraud_train.retrain_finish"} <= set(pods)
+            "fraud_train.retrain_policy", "fraud_train.register", "fraud_train.deploy",
+            "fraud_train.retrain_finish"} <= set(pods)
 
 
 def test_pods_validate_against_the_kubernetes_schema(pods: dict[str, dict[str, Any]]) -> None:
@@ -95,8 +96,10 @@ def test_pods_run_the_job_command_hardened_with_the_settings(pods: dict[str, dic
         assert base["command"] == ["ctloop"] and base["args"][:2] == ["--result-file", "/airflow/xcom/return.json"]
         assert base["image"] == "ctloop/job:0.1.0", "the template's image when CTLOOP_JOB_IMAGE is unset"
         refs = [e.get("configMapRef", {}).get("name") or e.get("secretRef", {}).get("name") for e in base["envFrom"]]
-        assert refs == ["ctloop-settings", "ctloop-extra-env"], name
-        assert spec["serviceAccountName"] == "ctloop-job" and spec["automountServiceAccountToken"] is False
+        deploy = name == "fraud_train.deploy"  # the deploy step: its template's API identity and the serving token
+        assert refs == ["ctloop-settings", "ctloop-extra-env", *(["ctloop-serving-token"] if deploy else [])], name
+        assert spec["serviceAccountName"] == ("ctloop-deployer" if deploy else "ctloop-job"), name
+        assert spec["automountServiceAccountToken"] is deploy, name
         assert spec["restartPolicy"] == "Never" and pod["metadata"]["namespace"] == "ctloop"
         assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 10001
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

@@ -5,6 +5,7 @@ template, namespaced least-privilege RBAC, default-deny networking, metrics and 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -14,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from infra_helpers import (
+    DOCKER,
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
@@ -45,7 +47,7 @@ METRIC_CONTRACT = {
     "ctloop_lander_consumer_lag",
     "ctloop_lander_last_landed_timestamp_seconds",
     "ctloop_lander_events_total",
-    "ctloop_serving_request_duration_seconds_bucket",
+    "ctloop_serving_request_seconds_bucket",
     "ctloop_serving_requests_total",
     "ctloop_drift_share",
     "ctloop_retrains_total",
@@ -284,14 +286,39 @@ def test_ports_probes_and_scrape_annotations(env: str, rendered: dict[str, list[
         tpl = deployments[f"ctloop-serving-{slot}"]["spec"]["template"]
         c = tpl["spec"]["containers"][0]
         assert c["ports"][0]["containerPort"] == 8080
-        assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
-        assert c["args"] == ["serve", "--slot", slot]
+        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        assert c["args"] == ["serve", "slot", "--pipeline", "fraud", "--slot", slot, "--host", "0.0.0.0",
+                             "--port", "8080", "--alias", "champion"]
         assert tpl["metadata"]["annotations"]["prometheus.io/port"] == "8080"
         assert tpl["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
     lander = deployments["ctloop-lander"]["spec"]
     assert lander["replicas"] == 1 and lander["strategy"]["type"] == "Recreate"
     assert lander["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9108"
     assert lander["template"]["spec"]["containers"][0]["args"][:1] == ["ingest"]
+
+
+@params
+def test_one_landing_path_the_lander_lands_every_pipeline(
+    env: str, rendered: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubernetes runtime lands with the lander Deployment (CTLOOP_LANDING=service, from the ConfigMap that
+    Airflow reads too, so the ingest DAGs only announce), and the Deployment names no pipeline: it lands every
+    spec in the image, one supervised process each, so a second pipeline needs no new manifest."""
+    from ctloop.config.settings import load_settings
+
+    settings = _by_kind(rendered[env], "ConfigMap")["ctloop-settings"]["data"]
+    assert settings["CTLOOP_LANDING"] == "service"
+    lander = _by_kind(rendered[env], "Deployment")["ctloop-lander"]
+    assert lander["spec"]["template"]["spec"]["containers"][0]["args"] == ["ingest", "--all", "--follow"]
+    assert "--pipeline" not in json.dumps(lander) and "fraud" not in json.dumps(lander)
+    # what the images read: the ConfigMap is valid settings, and its landing is the service
+    for name in [n for n in os.environ if n.upper().startswith("CTLOOP_")]:
+        monkeypatch.delenv(name)
+    for name, value in settings.items():
+        if name.startswith("CTLOOP_"):
+            monkeypatch.setenv(name, value)
+    assert load_settings().landing == "service"
 
 
 # --- RBAC ------------------------------------------------------------------------------------
@@ -346,6 +373,36 @@ def test_deployer_may_only_switch_the_serving_slots(
 
 
 @params
+def test_deployer_role_allows_exactly_what_the_deploy_step_calls(
+    env: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """jobs/ctloop/deploy/kube.py reads the live Service and both slot Deployments, patches the idle one's
+    --version, reads its rollout status, patches the Service's selector and lists the new slot's pods (the
+    calls are recorded against a fake API server in tests/integration/test_deploy.py): those verbs, no more."""
+    role = _by_kind(rendered[env], "Role")["ctloop-deployer"]
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r.get("resourceNames", ()))): sorted(r["verbs"])
+             for r in role["rules"]}
+    slots = ("ctloop-serving-blue", "ctloop-serving-green")
+    assert rules == {
+        (("apps",), ("deployments",), slots): ["get", "patch"],
+        (("apps",), ("deployments/status",), slots): ["get"],
+        (("",), ("services",), ("ctloop-serving",)): ["get", "patch"],
+        (("",), ("pods",), ()): ["list"],
+    }
+
+
+def test_the_serving_image_runs_the_server_the_manifests_run() -> None:
+    """docker/serving: `ctloop serve slot` by default, health checked on the OIP liveness route, as the slots."""
+    text = (DOCKER / "serving" / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, flags=re.M).group(1))
+    assert cmd[:2] == ["serve", "slot"] and cmd[cmd.index("--port") + 1] == "8080"
+    assert "http://127.0.0.1:8080/v2/health/live" in re.search(r"^HEALTHCHECK .*\n.*$", text, flags=re.M).group(0)
+    deployment = yaml.safe_load((K8S / "base" / "serving" / "deployment-blue.yaml").read_text())
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == cmd[:2] and args[args.index("--port") + 1] == cmd[cmd.index("--port") + 1]
+
+
+@params
 def test_service_accounts_carry_the_terraform_irsa_roles(
     env: str, rendered: dict[str, list[dict[str, Any]]]
 ) -> None:
@@ -397,6 +454,84 @@ def test_network_is_default_deny_with_explicit_allows(
             p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == app
             for p in policies.values()
         ), app
+
+
+@params
+def test_only_job_and_serving_pods_reach_mlflow(env: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Serving may connect (it loads models); what it may do is MLflow's basic-auth app's business."""
+    policies = _by_kind(rendered[env], "NetworkPolicy")
+    peers = [peer for rule in policies["allow-mlflow-from-clients"]["spec"]["ingress"] for peer in rule["from"]]
+    assert peers == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ctloop-job"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ctloop-serving"}}},
+    ]
+    for name, policy in policies.items():
+        if name != "allow-mlflow-from-clients":
+            ports = [p.get("port") for r in policy["spec"].get("ingress", []) for p in r.get("ports", [])]
+            assert 5000 not in ports, f"{name} admits more clients to MLflow"
+
+
+# --- MLflow authentication -------------------------------------------------------------------
+
+
+def _secret_refs(spec: dict[str, Any]) -> set[str]:
+    """Names of the Secrets a pod spec reads: env, envFrom and volumes."""
+    names = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    for c in spec["containers"]:
+        names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
+                  if "secretKeyRef" in e.get("valueFrom", {})}
+        names |= {e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e}
+    return names
+
+
+@params
+def test_mlflow_runs_its_basic_auth_app(env: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """No anonymous access: the basic-auth app, its config and bootstrap admin from Secrets, never from git."""
+    spec = _by_kind(rendered[env], "Deployment")["ctloop-mlflow"]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["args"][:2] == ["server", "--app-name=basic-auth"]
+    variables = {e["name"]: e for e in container["env"]}
+    config = variables["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert variables[name]["valueFrom"]["secretKeyRef"]["name"] == "ctloop-mlflow-auth", name
+    mount = next(m for m in container["volumeMounts"] if config.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "ctloop-mlflow-auth"
+    assert volume["secret"]["items"] == [{"key": "basic_auth.ini", "path": config.rsplit("/", 1)[1]}]
+    assert volume["secret"]["defaultMode"] & 0o007 == 0, "the auth config holds the database password"
+    assert _secret_refs(spec) == {"ctloop-mlflow-db", "ctloop-mlflow-auth"}
+
+
+@params
+def test_serving_signs_in_to_mlflow_read_only_and_jobs_as_the_writer(
+    env: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    objs = rendered[env]
+    specs = _pod_specs(objs)
+    for slot in ("blue", "green"):
+        spec = specs[f"ctloop-serving-{slot}"]
+        variables = {e["name"]: e for e in spec["containers"][0]["env"]}
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert variables[name]["valueFrom"]["secretKeyRef"] == {"name": "ctloop-mlflow-reader", "key": name}
+        assert variables["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]["value"] == "false"
+        assert _secret_refs(spec) == {"ctloop-mlflow-reader", "ctloop-serving-token"}, \
+            "serving holds only the read-only user and its own bearer token"
+        assert variables["CTLOOP_SERVING_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "ctloop-serving-token", "key": "CTLOOP_SERVING_TOKEN"}
+    # Every job pod (CPU jobs, GPU training, the deploy step) signs in as the writer.
+    for name in POD_TEMPLATES:
+        variables = {e["name"]: e for e in specs[name]["containers"][0]["env"]}
+        for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert variables[var]["valueFrom"]["secretKeyRef"] == {"name": "ctloop-mlflow-writer", "key": var}, name
+        assert variables["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]["value"] == "false"
+    assert "TF_FORCE_GPU_ALLOW_GROWTH" in {e["name"] for e in specs["ctloop-training"]["containers"][0]["env"]}
+    # The writer reaches job pods only; the admin, its config and the database MLflow only.
+    for name, spec in specs.items():
+        if name not in POD_TEMPLATES:
+            assert "ctloop-mlflow-writer" not in _secret_refs(spec), name
+        if name != "ctloop-mlflow":
+            assert not _secret_refs(spec) & {"ctloop-mlflow-auth", "ctloop-mlflow-db"}, name
 
 
 # --- monitoring ------------------------------------------------------------------------------

@@ -16,14 +16,16 @@ CTLOOP = Path(sys.executable).parent / "ctloop"
 
 
 def test_demo_drives_the_loop_through_airflow_to_a_registered_challenger(tmp_path: Path) -> None:
-    """`ctloop demo` on a private stack (broker, MLflow, Airflow): DAG runs only, no direct job calls."""
+    """`ctloop demo` on a private stack (broker, MLflow, Airflow, the serving switch): DAG runs only, no direct job
+    calls; the registered model is deployed by the train run and serves through the switch."""
     pipelines, _ = make_pipeline(tmp_path, **{
         "simulator.params.days": 3, "simulator.params.fraud_rate": 0.05, "simulator.params.max_label_delay_days": 1,
         "labels.maturity_days": 1, "quality.min_rows": 200, "evaluation.holdout_days": "12h",
-        "model.validation_days": "12h", "model.max_epochs": 3, "gate.floors": {}})
+        "model.validation_days": "12h", "model.max_epochs": 3, "gate.floors": {"roc_auc": 0.5}})
     port = free_port()
     settings = settings_for(tmp_path, f"127.0.0.1:{port}", pipelines, broker_port=port, mlflow_port=free_port(),
-                            airflow_port=free_port(), spark_master="local[2]", spark_shuffle_partitions=4)
+                            airflow_port=free_port(), serving_port=free_port(), spark_master="local[2]",
+                            spark_shuffle_partitions=4)
     env = settings_env(settings)
 
     def ctloop(*args: str) -> subprocess.CompletedProcess[str]:
@@ -41,8 +43,14 @@ def test_demo_drives_the_loop_through_airflow_to_a_registered_challenger(tmp_pat
         assert {r["state"] for rs in runs.values() for r in rs} == {"success"}
         notes = "\n".join(r["note"] or "" for r in runs["train"])
         assert "retrain accepted" in notes and "data quality passed" in notes and "registered" in notes
+        assert "deployed v1: traffic switched to blue" in notes
         assert summary["gate"]["passed"] and summary["model"]["challenger"]
-        assert [m["alias"] for m in summary["model"]["alias_moves"]][0] == "challenger"
+        # newest first: champion only after the watch, live at the switch, challenger at registration
+        assert [m["alias"] for m in summary["model"]["alias_moves"]][:3] == ["champion", "live", "challenger"]
+        assert summary["deploy"]["outcome"] == "promoted" and summary["model"]["champion"] == "1"
+        serving = summary["serving"]
+        assert serving["live_version"] == "1" and serving["url"].endswith("/v2/models/fraud")
+        assert len(serving["predictions"]) == 5 and {p["slot"] for p in serving["predictions"]} == {"blue"}
         for stage in ("stack_up", "produce", "fraud_ingest", "fraud_features", "fraud_train"):
             assert stage in summary["stage_seconds"]
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from ctloop.config.spec import load_spec
+from ctloop.ingest.announce import announce, mark_announced
 from ctloop.ingest.broker import BrokerUnavailable
 from ctloop.ingest.lander import land
+from ctloop.lake.paths import manifest_path
 from ctloop.lake.store import LocalLake, open_lake
 from ctloop.sim.producer import produce
 from ctloop.sim.simulator import load_simulator
@@ -189,3 +191,116 @@ def test_follow_serves_prometheus_metrics(tmp_path: Path, broker: str) -> None:
     finally:
         lander.terminate()
         lander.wait(60)
+
+
+def test_announce_reports_each_landed_batch_until_airflow_has_it(tmp_path: Path, broker: str) -> None:
+    """`--announce` sums up the manifests past the cursor like a landing; only `--announced` moves the cursor."""
+    spec, settings = _setup(tmp_path, broker)
+    lake = open_lake(settings)
+    produce(spec, settings, events=3000, seed=SEED, bad_fraction=0.02)
+    first = land(spec, settings, lake, "until_caught_up")
+
+    told = announce(lake, spec)
+    for key in ("landed", "dead_letters", "files", "manifests", "interval"):
+        assert told[key] == first[key], key
+    assert told["cursor_moved"] is False and told["previous_cursor"] == {}
+    assert announce(lake, spec)["cursor"] == told["cursor"]  # a retried run announces the same batches again
+
+    env = settings_env(settings)
+    cli = [sys.executable, "-m", "ctloop.cli", "ingest", "--pipeline", "fraud"]
+    marked = subprocess.run([*cli, "--announced", json.dumps(told["cursor"])], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert marked.returncode == 0, marked.stderr
+    assert json.loads(marked.stdout)["moved"] == sorted(told["cursor"])
+    nothing = subprocess.run([*cli, "--announce"], env=env, capture_output=True, text=True, timeout=120)
+    assert nothing.returncode == 0, nothing.stderr
+    quiet = json.loads(nothing.stdout)
+    assert [quiet[k] for k in ("landed", "dead_letters", "files", "manifests", "interval")] == [0, 0, 0, 0, None]
+    assert mark_announced(lake, spec, {k: v - 1 for k, v in told["cursor"].items()})["moved"] == []  # never back
+
+    produce(spec, settings, events=1000, seed=SEED + 1)
+    second = land(spec, settings, lake, "until_caught_up")
+    again = announce(lake, spec)
+    assert (again["landed"], again["interval"], again["previous_cursor"]) == \
+        (second["landed"], second["interval"], told["cursor"])
+
+    bad = subprocess.run([*cli, "--announced", '{"no-such-topic:0": 1}'], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "--announced: expected" in bad.stderr
+
+
+def test_announce_moves_the_cursor_itself_past_dead_letters_only(tmp_path: Path) -> None:
+    """No raw rows, no raw asset event to wait for: the next run must not report the same dead letters."""
+    pipelines, _ = make_pipeline(tmp_path)
+    spec = load_spec("fraud", pipelines)
+    lake = LocalLake(tmp_path / "lake")
+    topic = spec.events["transactions"].topic
+    manifest = {"topic": topic, "partition": 1, "first_offset": 40, "last_offset": 49, "rows": 0, "dead_letters": 10,
+                "files": [{"kind": "dead_letter", "rows": 10, "path": "x"}], "partitions_touched": []}
+    lake.write(manifest_path("fraud", topic, 1, 40), json.dumps(manifest).encode())
+    told = announce(lake, spec)
+    assert (told["landed"], told["dead_letters"], told["interval"], told["cursor_moved"]) == (0, 10, None, True)
+    assert announce(lake, spec)["manifests"] == 0
+
+
+def test_follow_all_lands_every_pipeline_and_stops_with_any_lander(tmp_path: Path, broker: str) -> None:
+    """`ingest --all --follow`: one supervised lander per spec, their metrics on one port; SIGTERM stops all
+    cleanly, and one lander dying stops the others with a non-zero exit (Kubernetes restarts the pod)."""
+    import urllib.request
+
+    import psutil
+
+    pipelines, _ = make_pipeline(tmp_path, **{"simulator.params.days": 1, "ingest.flush_records": 1500})
+    make_pipeline(tmp_path, name="second", **{"simulator.params.days": 1, "ingest.flush_records": 1500})
+    port = free_port()
+    settings = settings_for(tmp_path, broker, pipelines)
+    env = {**settings_env(settings), "CTLOOP_METRICS_PORT": str(port)}
+    specs = [load_spec(name, pipelines) for name in ("fraud", "second")]
+    produced = {s.name: produce(s, settings, events=800, seed=SEED)["messages"] for s in specs}
+    cmd = [sys.executable, "-m", "ctloop.cli", "ingest", "--all", "--follow"]
+
+    def landed_by_pipeline() -> dict[str, float]:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return {}
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("ctloop_lander_events_total{"):
+                name = line.split('pipeline="', 1)[1].split('"', 1)[0]
+                counts[name] = counts.get(name, 0) + float(line.rsplit(" ", 1)[1])
+        return counts
+
+    supervisor = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while landed_by_pipeline() != produced and time.monotonic() < deadline:
+            assert supervisor.poll() is None, supervisor.communicate()[1][-3000:]
+            time.sleep(0.5)
+        assert landed_by_pipeline() == produced
+        landers = psutil.Process(supervisor.pid).children()
+        assert len(landers) == 2
+        supervisor.terminate()
+        out, err = supervisor.communicate(timeout=90)
+        assert supervisor.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["exit_codes"] == {"fraud": 0, "second": 0}
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in landers)
+        for spec in specs:
+            expected = list(load_simulator(spec, SEED).messages(800))
+            assert_exactly_once(open_lake(settings), spec.name, expected,
+                                {e.topic: e.id_field for e in spec.events.values()})
+
+        supervisor = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(supervisor.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first, other = psutil.Process(supervisor.pid).children()
+        first.kill()
+        out, err = supervisor.communicate(timeout=90)
+        assert supervisor.returncode == 1, err[-3000:]
+        assert "stopping the others" in err
+        assert not (other.is_running() and other.status() != psutil.STATUS_ZOMBIE)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()

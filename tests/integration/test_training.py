@@ -128,6 +128,41 @@ def test_the_registered_model_predicts_like_the_in_memory_model(champion: dict[s
                                atol=1e-5)
 
 
+def test_the_logged_model_is_code_and_files_not_a_pickle(champion: dict[str, Any], tmp_path: Path) -> None:
+    """Models from code: the model directory holds pyfunc_code.py, the .keras file and the input kinds, no pickle."""
+    import mlflow
+    from ctloop.training.pyfunc import MODEL_CODE
+    from mlflow.models import Model
+
+    local = Path(mlflow.artifacts.download_artifacts(champion["trained"]["model_uri"], dst_path=str(tmp_path),
+                                                     tracking_uri=champion["settings"].mlflow_tracking_uri))
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert "python_model.pkl" not in files and not [f for f in files if f.endswith((".pkl", ".pickle"))], files
+    assert {"pyfunc_code.py", "artifacts/model.keras", "artifacts/inputs.json", "input_example.json"} <= files
+    flavor = Model.load(str(local)).flavors["python_function"]
+    assert Path(flavor["model_code_path"]).name == "pyfunc_code.py" and "python_model" not in flavor
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert (local / "pyfunc_code.py").read_text() == MODEL_CODE.read_text()
+
+
+def test_the_infra_check_refuses_a_pickled_model(mlflow_server: str) -> None:
+    """A pyfunc logged as a pickled object would load and score fine; the infra check refuses it unopened."""
+    import mlflow
+    import pandas as pd
+    from ctloop.registry.load_check import check
+
+    class Half(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+            return pd.DataFrame({"score": [0.5] * len(model_input)})
+
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment(f"pickled-{uuid.uuid4().hex[:8]}")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=Half(), input_example=pd.DataFrame({"x": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match="is a pickled pyfunc"):
+        check(info.model_uri)
+
+
 def test_a_degraded_candidate_is_refused_and_nothing_is_registered(champion: dict[str, Any]) -> None:
     """Labels shuffled before the holdout: the candidate learns noise and is scored on the real holdout."""
     from ctloop.evaluation.evaluate import evaluate
@@ -148,10 +183,24 @@ def test_a_degraded_candidate_is_refused_and_nothing_is_registered(champion: dic
     assert not decision["passed"]
     assert decision["basis"] == "floors and comparison with the champion"
     assert any(r.startswith("improvement.pr_auc:") for r in decision["reasons"]), decision["reasons"]
+    interval = decision["improvement"]["pr_auc"]  # the paired bootstrap on the same holdout rows
+    assert interval["low"] <= interval["point"] <= interval["high"] < 0 and interval["samples"] > 0
     versions_before = client(settings).search_model_versions(f"name = '{spec.registered_model}'")
     with pytest.raises(RegistryError, match="the gate refused; .*improvement.pr_auc"):
         register(spec, settings, candidate["run_id"])
     assert len(client(settings).search_model_versions(f"name = '{spec.registered_model}'")) == len(versions_before)
+
+
+def test_register_refuses_when_the_champion_changed_after_the_gate(champion: dict[str, Any]) -> None:
+    """The fixture's run was gated when there was no champion; one was promoted since, so that decision is
+    stale and registering on it would skip the comparison."""
+    from ctloop.registry.aliases import RegistryError
+    from ctloop.registry.register import register
+
+    champion_version = champion["registered"]["version"]
+    stale = f"compared it with no champion, but the champion is now v{champion_version}"
+    with pytest.raises(RegistryError, match=stale):
+        register(champion["spec"], champion["settings"], champion["trained"]["run_id"])
 
 
 @pytest.mark.parametrize("damage", ["empty", "corrupt", "missing"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from ctloop.config.settings import Settings
 from ctloop.config.spec import (
     AggregationSpec,
+    DeploySpec,
     EntitySpec,
     EvaluationSpec,
     EventSpec,
@@ -21,6 +22,7 @@ from ctloop.config.spec import (
     PipelineSpec,
     QualitySpec,
     RetrainSpec,
+    ServingSpec,
     SimulatorSpec,
     SliceSpec,
 )
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _documented(doc: str) -> set[str]:
     """Names in the first column of the doc's tables (a cell may list several: `min`, `max`)."""
     cells = re.findall(r"^\| ([^|]+)\|", doc, flags=re.M)
-    return {name for cell in cells for name in re.findall(r"`([a-z_]+)`", cell)}
+    return {name for cell in cells for name in re.findall(r"`([a-z][a-z0-9_]*)`", cell)}
 
 
 def test_every_spec_field_is_documented() -> None:
@@ -40,7 +42,8 @@ def test_every_spec_field_is_documented() -> None:
     documented = _documented(doc)
     models: list[type[BaseModel]] = [PipelineSpec, EventSpec, FieldSpec, LabelSpec, IngestSpec, SimulatorSpec,
                                      FeaturesSpec, EntitySpec, FeatureViewSpec, AggregationSpec, ModelSpec,
-                                     EvaluationSpec, SliceSpec, GateSpec, QualitySpec, RetrainSpec]
+                                     EvaluationSpec, SliceSpec, GateSpec, QualitySpec, RetrainSpec, ServingSpec,
+                                     DeploySpec]
     missing = {f"{m.__name__}.{name}" for m in models for name in m.model_fields if name not in documented}
     assert not missing, f"docs/pipeline-spec.md does not document: {sorted(missing)}"
 

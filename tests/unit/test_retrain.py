@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from ctloop.cli import main
 from ctloop.config.spec import RetrainSpec
 from ctloop.lake.hours import parse_time
-from ctloop.lake.store import LocalLake
+from ctloop.lake.paths import ledger_prefix
+from ctloop.lake.store import Lake, LocalLake
 from ctloop.retrain.ledger import Ledger, record_decisions, record_finish
 from ctloop.retrain.policy import Policy, RetrainRequest, decide, outcome, request_message, requests_from_run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 POLICY = Policy.from_spec(RetrainSpec(cooldown="6h", daily_budget=2, merge_window="1h"))
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
@@ -76,7 +81,7 @@ def test_one_training_run_at_a_time(ledger: Ledger) -> None:
     # a run that never reported back stops blocking after stale_after
     history = ledger.records() + [{"kind": "decision", "run_id": "lost", "outcome": "accepted",
                                    "request": req(24 * 60).to_dict()}]
-    late = decide(POLICY, history, req(24 * 60 + 24 * 60 + 1), run_id="r9", now=T0)
+    late = decide(POLICY, history, req(24 * 60 + 24 * 60 + 1), run_id="r9", now=T0 + timedelta(days=2, minutes=1))
     assert late.outcome == "accepted"
 
 
@@ -84,11 +89,11 @@ def test_daily_budget_is_per_utc_day(ledger: Ledger) -> None:
     policy = Policy.from_spec(RetrainSpec(cooldown="1h", daily_budget=2, merge_window="15m"))
     history: list[dict] = []
     for minutes in (0, 120, 240):
-        d = decide(policy, history, req(minutes), run_id=f"r{minutes}", now=T0)
+        d = decide(policy, history, req(minutes), run_id=f"r{minutes}", now=T0 + timedelta(minutes=minutes))
         history += [d.to_dict(), {"kind": "finished", "run_id": f"r{minutes}"}]
     assert [h["outcome"] for h in history if h["kind"] == "decision"] == ["accepted", "accepted", "refused"]
     assert "daily budget spent: 2 of 2" in history[-2]["why"]
-    next_day = decide(policy, history, req(23 * 60 + 1), run_id="r-next", now=T0)
+    next_day = decide(policy, history, req(23 * 60 + 1), run_id="r-next", now=T0 + timedelta(minutes=23 * 60 + 1))
     assert next_day.outcome == "accepted", "the budget resets at midnight UTC"
 
 
@@ -129,7 +134,9 @@ def test_requests_from_a_run() -> None:
     asset = requests_from_run("fraud", run_type="asset_triggered", run_after=at, conf=None, triggered_by=None,
                               events=events)
     assert [(r["source"], r["requested_by"]) for r in asset] == [("features", "features"), ("kafka", "oncall")]
-    assert asset[1]["requested_at"] == "2026-03-02T10:59:00+00:00"
+    # the time Airflow's server gave the event decides; the producer's claimed time is only kept
+    assert asset[1]["requested_at"] == "2026-03-02T11:00:00+00:00"
+    assert asset[1]["client_requested_at"] == "2026-03-02T10:59:00+00:00"
     assert all(RetrainRequest.from_dict(r, pipeline="fraud") for r in asset)
 
 
@@ -160,3 +167,173 @@ def test_bad_requests_are_rejected_with_the_field() -> None:
         request_message("fraud", " ", "me")
     assert json.loads(request_message("fraud", "drift", "me"))["pipeline"] == "fraud"
     assert parse_time("2026-01-01T00:00:00").tzinfo is not None
+
+
+# -- server-side time ----------------------------------------------------------------------------------
+def test_a_request_dated_2099_neither_blocks_retraining_nor_becomes_the_last_accepted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A REST request once claimed 2099-01-01; its run was accepted and every later request was refused
+    with "cooldown: last accepted run A at 2099-01-01T00:00:00+00:00". A time after the run's is a claim."""
+    monkeypatch.setenv("CTLOOP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("CTLOOP_PIPELINES_DIR", str(ROOT / "pipelines"))
+
+    def ctloop(*args: str) -> dict:
+        assert main(["retrain", *args, "--pipeline", "fraud"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    claimed = [{"reason": "from the future", "requested_by": "client", "requested_at": "2099-01-01T00:00:00Z"}]
+    first = ctloop("decide", "--run-id", "A", "--now", "2026-12-01T00:00:00Z", "--requests", json.dumps(claimed))
+    [decision] = first["decisions"]
+    assert first["accepted"]
+    assert decision["request"]["requested_at"] == "2026-12-01T00:00:00+00:00"
+    assert decision["request"]["client_requested_at"] == "2099-01-01T00:00:00+00:00"  # kept, as data
+    assert ctloop("finish", "--run-id", "A", "--now", "2026-12-01T00:00:00Z", "--results", "{}")["recorded"]
+
+    real = [{"reason": "labels arrived", "requested_by": "oncall", "requested_at": "2026-12-02T00:00:00Z"}]
+    second = ctloop("decide", "--run-id", "B", "--now", "2026-12-02T00:00:00Z", "--requests", json.dumps(real))
+    assert second["accepted"], second["note"]
+    assert [r["run_id"] for r in ctloop("ledger") if r.get("outcome") == "accepted"] == ["A", "B"]
+
+
+def test_client_times_are_kept_but_the_servers_decide(ledger: Ledger) -> None:
+    """A backdated REST conf or Kafka message must not dodge the cooldown: the run's start and the asset
+    event's timestamp (both set by Airflow's server) date the requests."""
+    run(ledger, 0, "r1")  # accepted and finished at T0; the cooldown runs until T0 + 6h
+    started = T0 + timedelta(hours=2)
+    backdated = "2026-03-01T12:00:00+00:00"  # a day before: more than a cooldown before the last accepted run
+    rest = requests_from_run("fraud", run_type="manual", run_after=parse_time(backdated), triggered_by="client",
+                             conf={"reason": "trust me", "requested_at": backdated}, events=[], started_at=started)
+    kafka = requests_from_run("fraud", run_type="asset_triggered", run_after=started, conf=None, triggered_by=None,
+                              started_at=started, events=[{
+                                  "uri": "ctloop://fraud/retrain-requests", "timestamp": started.isoformat(),
+                                  "extra": {"from_trigger": True, "payload": {"reason": "trust me too",
+                                                                              "requested_at": backdated}}}])
+    for i, claimed in enumerate((rest, kafka)):
+        assert claimed[0]["requested_at"] == started.isoformat() and claimed[0]["client_requested_at"] == backdated
+        result = record_decisions(ledger, POLICY, [RetrainRequest.from_dict(r, pipeline="fraud") for r in claimed],
+                                  run_id=f"client{i}", now=started)
+        assert not result["accepted"] and "cooldown" in result["note"], result["note"]
+        assert result["decisions"][0]["request"]["client_requested_at"] == backdated
+
+
+def test_a_ledger_from_before_the_chain_is_indexed_once_with_future_times_clamped(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    prefix = ledger_prefix("fraud")
+    future = {"kind": "decision", "pipeline": "fraud", "run_id": "A", "outcome": "accepted", "why": "api: x",
+              "merged_into": None, "decided_at": "2026-12-01T00:00:00+00:00",
+              "request": {"pipeline": "fraud", "reason": "x", "requested_by": "c", "source": "api",
+                          "requested_at": "2099-01-01T00:00:00+00:00"}}
+    lake.write(f"{prefix}/20261201T000000-decision-0a0a0a0a.json", json.dumps(future).encode())
+    lake.write(f"{prefix}/20261201T000000-finished-0b0b0b0b.json",
+               json.dumps({"kind": "finished", "pipeline": "fraud", "run_id": "A", "outcome": "x"}).encode())
+    ledger = Ledger(lake, "fraud")
+    busy = record_decisions(ledger, POLICY, [RetrainRequest("fraud", "y", "t", parse_time("2026-12-01T02:00"))],
+                            run_id="B", now=parse_time("2026-12-01T02:00"))
+    assert "cooldown: last accepted run A at 2026-12-01T00:00:00+00:00" in busy["note"]
+    later = record_decisions(ledger, POLICY, [RetrainRequest("fraud", "z", "t", parse_time("2026-12-02"))],
+                             run_id="C", now=parse_time("2026-12-02"))
+    assert later["accepted"]
+    assert [r["run_id"] for r in ledger.records() if r.get("kind") == "decision"] == ["A", "B", "C"]
+
+
+# -- decided once ----------------------------------------------------------------------------------------
+def test_an_acceptance_whose_decider_stopped_before_recording_the_run_is_replayed(ledger: Ledger) -> None:
+    """The number in the accepted chain is the commit: a retried task finds its own run there."""
+    from ctloop.retrain.policy import accepted_after, decide_run
+
+    [made] = decide_run(POLICY, None, [req(0)], run_id="r1", now=T0)
+    assert ledger.take(None, None, accepted_after(None, "r1", T0), [made.to_dict()], T0)  # then the task died
+    again = record_decisions(ledger, POLICY, [req(1)], run_id="r1", now=T0 + timedelta(minutes=1))
+    assert again["accepted"] and again["replayed"] and again["decisions"] == [made.to_dict()]
+    assert record_finish(ledger, pipeline="fraud", run_id="r1", results={}, now=T0)["recorded"]
+    assert [r["kind"] for r in ledger.records()] == ["decision", "finished"]
+
+
+def test_history_appended_by_hand_is_indexed(ledger: Ledger) -> None:
+    """How the DAG tests seed a recent run (tests.conftest.seed_recent_accepted_run): the policy must see it."""
+    from tests.conftest import seed_recent_accepted_run
+
+    seed_recent_accepted_run(ledger)
+    now = datetime.now(UTC)  # what the helper counts back from: the one clock in this file
+    refused = record_decisions(ledger, POLICY, [RetrainRequest("fraud", "x", "t", now)], run_id="m", now=now)
+    assert "cooldown: last accepted run earlier" in refused["note"]
+    assert [r["kind"] for r in ledger.records()] == ["decision", "finished", "decision"]
+
+
+def test_local_create_never_overwrites(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    assert lake.create("_state/x/1.json", b"first") is True
+    assert lake.create("_state/x/1.json", b"second") is False
+    assert lake.read("_state/x/1.json") == b"first"
+    assert sorted(p.name for p in (tmp_path / "lake" / "_state" / "x").iterdir()) == ["1.json"]  # no temp file left
+
+
+# -- the cost of a decision ------------------------------------------------------------------------------
+class CountingLake(Lake):
+    """A lake in memory that counts its calls: what a decision costs, in objects touched, not seconds."""
+
+    uri = "memory://"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.calls: Counter[str] = Counter()
+
+    def write(self, path: str, data: bytes) -> None:
+        self.calls["write"] += 1
+        self.objects[path] = data
+
+    def create(self, path: str, data: bytes) -> bool:
+        self.calls["create"] += 1
+        return self.objects.setdefault(path, data) is data
+
+    def read(self, path: str) -> bytes:
+        self.calls["read"] += 1
+        if path not in self.objects:
+            raise FileNotFoundError(path)
+        return self.objects[path]
+
+    def exists(self, path: str) -> bool:
+        self.calls["exists"] += 1
+        return path in self.objects
+
+    def delete(self, path: str) -> None:
+        self.calls["delete"] += 1
+        self.objects.pop(path, None)
+
+    def list(self, prefix: str) -> list[str]:
+        self.calls["list"] += 1
+        return sorted(p for p in self.objects if p.startswith(f"{prefix}/"))
+
+    def arrow_fs(self):  # noqa: ANN201
+        raise NotImplementedError
+
+
+def test_a_decision_costs_the_same_with_10_or_1000_records_in_the_ledger() -> None:
+    lake = CountingLake()
+    ledger = Ledger(lake, "fraud")
+    depth = ledger_prefix("fraud").count("/") + 1
+    cycles = iter(range(10_000))
+
+    def cycle() -> Counter[str]:
+        """One accepted run that finishes, then a request its cooldown refuses; what it cost."""
+        before = lake.calls.copy()
+        k = next(cycles)
+        at = T0 + timedelta(hours=12 * k)  # two accepted runs a day: the budget
+        assert record_decisions(ledger, POLICY, [RetrainRequest("fraud", "drift", "t", at)], run_id=f"a{k}",
+                                now=at)["accepted"]
+        assert record_finish(ledger, pipeline="fraud", run_id=f"a{k}", results={}, now=at)["recorded"]
+        refused = record_decisions(ledger, POLICY, [RetrainRequest("fraud", "drift", "t", at + timedelta(hours=1))],
+                                   run_id=f"r{k}", now=at + timedelta(hours=1))
+        assert "cooldown" in refused["note"]
+        return lake.calls - before
+
+    def records() -> int:
+        return sum(p.count("/") == depth for p in lake.objects)
+
+    cycle()  # the first use indexes the (empty) ledger: a one-off listing
+    while records() < 10:
+        small = cycle()
+    while records() < 1000:
+        large = cycle()
+    assert small == large, (small, large)
+    assert "list" not in large and large["read"] + large["exists"] <= 20

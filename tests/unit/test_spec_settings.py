@@ -111,3 +111,62 @@ def test_kafka_security_settings_reach_every_client(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CTLOOP_KAFKA_SASL_MECHANISM", "KERBEROS")
     with pytest.raises(SettingsError, match="CTLOOP_KAFKA_SASL_MECHANISM"):
         load_settings()
+
+
+def test_a_mistyped_variable_fails_and_names_the_setting_meant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTLOOP_KAFKA_BOOTSTRAPS", "broker:9092")
+    monkeypatch.setenv("CTLOOP_LAKE_URL", "s3://bucket/lake")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "CTLOOP_KAFKA_BOOTSTRAPS: not a ctloop setting (did you mean CTLOOP_KAFKA_BOOTSTRAP?)" in str(err.value)
+    assert "CTLOOP_LAKE_URL: not a ctloop setting (did you mean CTLOOP_LAKE_URI?)" in str(err.value)
+    monkeypatch.delenv("CTLOOP_KAFKA_BOOTSTRAPS")
+    monkeypatch.delenv("CTLOOP_LAKE_URL")
+    monkeypatch.setenv("CTLOOP_ZZZ", "1")
+    with pytest.raises(SettingsError, match=r"CTLOOP_ZZZ: not a ctloop setting$"):  # nothing close: no guess
+        load_settings()
+    monkeypatch.delenv("CTLOOP_ZZZ")
+    with pytest.raises(SettingsError, match=r"lake_urx: not a ctloop setting \(did you mean lake_uri\?\)"):
+        load_settings(lake_urx="s3://bucket/lake")
+
+
+def test_ctloop_variables_that_are_not_settings_on_purpose_are_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared ConfigMap's pushgateway/serving names, and the service links Kubernetes adds for ctloop-* Services."""
+    from ctloop.config.settings import NOT_SETTINGS
+
+    for name in NOT_SETTINGS:
+        monkeypatch.setenv(name, "x")
+    # what a pod in the namespace of the Service ctloop-mlflow (port 5000, named http) gets without asking
+    monkeypatch.setenv("CTLOOP_MLFLOW_SERVICE_HOST", "10.100.0.5")
+    monkeypatch.setenv("CTLOOP_MLFLOW_SERVICE_PORT", "5000")
+    monkeypatch.setenv("CTLOOP_MLFLOW_SERVICE_PORT_HTTP", "5000")
+    monkeypatch.setenv("CTLOOP_MLFLOW_PORT", "tcp://10.100.0.5:5000")  # same name as the setting mlflow_port
+    monkeypatch.setenv("CTLOOP_MLFLOW_PORT_5000_TCP", "tcp://10.100.0.5:5000")
+    monkeypatch.setenv("CTLOOP_MLFLOW_PORT_5000_TCP_PROTO", "tcp")
+    monkeypatch.setenv("CTLOOP_MLFLOW_PORT_5000_TCP_PORT", "5000")
+    monkeypatch.setenv("CTLOOP_MLFLOW_PORT_5000_TCP_ADDR", "10.100.0.5")
+    monkeypatch.setenv("CTLOOP_PUSHGATEWAY_PORT", "tcp://10.100.0.6:9091")
+    assert load_settings().mlflow_port == 15000  # the link is not taken for the setting
+    monkeypatch.setenv("CTLOOP_MLFLOW_PORT", "15001")
+    assert load_settings().mlflow_port == 15001
+    monkeypatch.setenv("CTLOOP_PUSHGATEWAY_PORT", "9091")  # not a link's value: an unknown variable again
+    with pytest.raises(SettingsError, match="CTLOOP_PUSHGATEWAY_PORT: not a ctloop setting"):
+        load_settings()
+
+
+def test_every_ctloop_variable_the_deployment_sets_is_known() -> None:
+    """Images, manifests, Helm values and Terraform outputs set only settings or the names allowed on purpose."""
+    import re
+
+    from ctloop.config.settings import NOT_SETTINGS, Settings
+
+    root = Path(__file__).resolve().parents[2]
+    known = {f"CTLOOP_{name.upper()}" for name in Settings.model_fields} | NOT_SETTINGS
+    found: dict[str, str] = {}
+    for folder in ("k8s", "docker", "terraform", "feature_repo"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and path.suffix not in (".pyc",) and ".terraform" not in path.parts:
+                for name in re.findall(r"\bCTLOOP_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(errors="replace")):
+                    found.setdefault(name, str(path.relative_to(root)))
+    assert "CTLOOP_LAKE_URI" in found and "CTLOOP_PUSHGATEWAY_URL" in found  # the scan does see the files
+    assert {name: where for name, where in found.items() if name not in known} == {}

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -86,12 +86,12 @@ class IngestSpec(_Strict):
     )
 
 
-DURATION_RE = r"^([1-9][0-9]*)(m|h|d)$"
-_UNIT_S = {"m": 60, "h": 3600, "d": 86400}
+DURATION_RE = r"^([1-9][0-9]*)(s|m|h|d)$"
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def duration_seconds(value: str) -> int:
-    """Seconds in a duration like ``15m``, ``1h``, ``7d`` (already validated by the spec)."""
+    """Seconds in a duration like ``30s``, ``15m``, ``1h``, ``7d`` (already validated by the spec)."""
     match = re.match(DURATION_RE, value)
     if match is None:
         raise ValueError(f"expected a duration like 1h/24h/7d, got {value!r}")
@@ -164,6 +164,7 @@ class FeaturesSpec(_Strict):
 
 
 Metric = Literal["pr_auc", "roc_auc", "recall_at_precision", "log_loss", "calibration_error"]
+METRICS: tuple[str, ...] = get_args(Metric)
 LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "calibration_error"})
 
 
@@ -217,6 +218,23 @@ class GateSpec(_Strict):
     max_slice_regression: float = Field(
         0.05, ge=0, description="Largest drop of primary_metric allowed on any gated slice vs the champion.")
     primary_metric: Metric = Field("pr_auc", description="Metric compared per slice.")
+    first_model: Literal["refuse", "floors"] = Field(
+        "refuse", description="Without a champion: 'floors' lets a model register on the floors alone (they must be "
+                              "set); 'refuse' leaves the first promotion to a person.")
+    champion_unscorable: Literal["refuse", "floors"] = Field(
+        "refuse", description="When the champion cannot score the holdout: 'refuse', or judge on the floors alone.")
+    bootstrap_samples: int = Field(
+        1000, ge=100, le=100_000, description="Paired bootstrap resamples of the holdout for min_improvement.")
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="Two-sided confidence of the improvement's interval; its lower bound must "
+                                        "clear min_improvement.")
+
+    @model_validator(mode="after")
+    def _first_model_needs_floors(self) -> GateSpec:
+        for setting in ("first_model", "champion_unscorable"):
+            if getattr(self, setting) == "floors" and not self.floors:
+                raise ValueError(f"{setting}: 'floors' needs gate.floors to state them")
+        return self
 
 
 class QualitySpec(_Strict):
@@ -238,6 +256,37 @@ class SimulatorSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ServingSpec(_Strict):
+    predictions: str | None = Field(
+        None, description="Event stream (a key of `events`) every prediction is logged to, which the lander lands "
+                          "like any other; null: no prediction log.")
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="Score at or above which `decision` is 1; null: the threshold the evaluation "
+                                      "chose for evaluation.precision_target (the model version's ctloop.threshold).")
+    max_batch_size: int = Field(64, ge=1, le=10_000, description="Rows scored together by dynamic batching.")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest a request waits for others to batch with.")
+    max_rows: int = Field(1000, ge=1, le=100_000, description="Rows one request may carry.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    log_queue: int = Field(
+        10_000, ge=1, le=10_000_000, description="Predictions waiting for the broker, at most; past it they are "
+                                                 "dropped and counted (the log never blocks a request).")
+
+
+class DeploySpec(_Strict):
+    smoke_requests: int = Field(20, ge=1, le=10_000,
+                                description="Golden requests from the candidate's holdout, with their expected scores.")
+    smoke_tolerance: float = Field(1e-4, gt=0, description="Largest |served - expected| score in the smoke test.")
+    smoke_p99_ms: float = Field(100.0, gt=0, description="Latency budget of the smoke test (p99).")
+    watch: Duration = Field("60s", description="After the switch, how long error rate and p99 are watched.")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Share of failed requests that rolls back.")
+    max_p99_ms: float = Field(250.0, gt=0, description="p99 latency that rolls back.")
+    min_watch_requests: int = Field(20, ge=0, description="Fewer requests than this in the watch window: no verdict "
+                                                          "on error rate or latency, the window is extended once.")
+    keep_old: Duration = Field("10m", description="The old slot stays warm this long after the switch, for rollback.")
+    ready_timeout: Duration = Field("10m", description="How long a slot may take to load the candidate and report "
+                                                       "ready (a rollout, in kubernetes) before the deploy is refused.")
+
+
 class PipelineSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     description: str = ""
@@ -253,6 +302,8 @@ class PipelineSpec(_Strict):
     gate: GateSpec = GateSpec()
     quality: QualitySpec = QualitySpec()
     retrain: RetrainSpec = RetrainSpec()
+    serving: ServingSpec = ServingSpec()
+    deploy: DeploySpec = DeploySpec()
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PipelineSpec:
@@ -264,6 +315,9 @@ class PipelineSpec(_Strict):
         for stream in (self.primary, self.labels.events):
             if self.labels.join_key not in self.events[stream].fields:
                 raise ValueError(f"labels.join_key {self.labels.join_key!r} is not a field of events.{stream}")
+        if self.serving.predictions is not None and self.serving.predictions not in self.events:
+            raise ValueError(f"serving.predictions {self.serving.predictions!r} is not one of the events "
+                             f"({', '.join(self.events)})")
         topics = [e.topic for e in self.events.values()]
         if len(set(topics)) != len(topics):
             raise ValueError(f"two event streams share a topic: {topics}")

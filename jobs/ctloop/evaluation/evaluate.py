@@ -1,32 +1,66 @@
 """``ctloop evaluate``: score the candidate and the current champion on the same holdout, then apply the gate.
 
-The holdout is the candidate snapshot's most recent ``evaluation.holdout_days`` (a period neither
-model trained on when the champion is older). Both models are loaded as serving loads them (pyfunc),
-so the gate judges what would be deployed. The decision, every check behind it, the metrics of both
-models overall and per slice, and the plots a person looks at are logged to the candidate's run.
+The holdout is the candidate snapshot's most recent ``evaluation.holdout_days``. The champion may
+have trained on some of those rows (when its data ran later than the candidate's training data); the
+decision then says so, since its score there is optimistic. Improvements are paired-bootstrap
+intervals on the same rows (``gate.bootstrap_samples``, ``gate.confidence``). Both models are loaded
+as serving loads them (pyfunc), so the gate judges what would be deployed. The decision, every check
+behind it, the metrics of both models overall and per slice, and the plots a person looks at are
+logged to the candidate's run.
 """
 
 from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ctloop.config.settings import Settings
-from ctloop.config.spec import PipelineSpec
+from ctloop.config.spec import PipelineSpec, duration_seconds
 from ctloop.evaluation.gate import decide
-from ctloop.evaluation.metrics import flat_metrics, metric_table
+from ctloop.evaluation.metrics import flat_metrics, metric_table, paired_bootstrap
 from ctloop.lake.store import Lake
 from ctloop.registry.aliases import client, current_version
 from ctloop.training.training_set import load_snapshot, split_by_time
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def champion_seen_until(spec: PipelineSpec, version: Any) -> pd.Timestamp | None:
+    """Where the champion's training and validation rows end: its snapshot's end less the holdout it kept out.
+
+    Read from the version's lineage tag ``ctloop.data_interval``; None when the version has none (a model
+    registered by hand), in which case no overlap can be stated.
+    """
+    import pandas as pd
+
+    interval = (version.tags or {}).get("ctloop.data_interval", "")
+    if "/" not in interval:
+        return None
+    end = pd.Timestamp(interval.split("/")[1])
+    return end - pd.Timedelta(seconds=duration_seconds(spec.evaluation.holdout_days))
 
 
 def _scores(model_uri: str, frame: Any) -> np.ndarray:
     import mlflow
 
     return mlflow.pyfunc.load_model(model_uri).predict(frame)["score"].to_numpy(dtype="float64")
+
+
+def threshold_at_precision(y: np.ndarray, scores: np.ndarray, target: float) -> float | None:
+    """The score threshold with the most recall among those whose precision meets ``target``; None if none does.
+
+    Recorded on the run as ``ctloop.threshold`` (registration copies it to the version), where serving
+    reads the threshold of its decisions.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    prec, rec, thresholds = precision_recall_curve(y, scores)
+    ok = np.flatnonzero(prec[:-1] >= target)
+    return float(thresholds[ok[np.argmax(rec[ok])]]) if ok.size else None
 
 
 def _plots(spec: PipelineSpec, y: np.ndarray, curves: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -59,9 +93,8 @@ def _plots(spec: PipelineSpec, y: np.ndarray, curves: dict[str, np.ndarray]) -> 
     figures["evaluation/calibration.png"] = fig
 
     candidate = curves["candidate"]
-    prec, rec, thresholds = precision_recall_curve(y, candidate)
-    ok = np.flatnonzero(prec[:-1] >= target)
-    threshold = float(thresholds[ok[np.argmax(rec[ok])]]) if ok.size else 0.5
+    found = threshold_at_precision(y, candidate, target)
+    threshold = 0.5 if found is None else found
     fig, ax = plt.subplots(figsize=(5, 4))
     ConfusionMatrixDisplay.from_predictions(y, (candidate >= threshold).astype(int), display_labels=["legit", "fraud"],
                                             ax=ax, colorbar=False)
@@ -89,16 +122,32 @@ def evaluate(spec: PipelineSpec, settings: Settings, lake: Lake, run_id: str) ->
     candidate = metric_table(spec, holdout, candidate_scores)
     champion_version = current_version(mlflow_client, spec.registered_model, "champion")
     champion, champion_note, curves = None, "no champion yet", {"candidate": candidate_scores}
+    champion_error, improvement, notes = None, {}, []
     if champion_version is not None:
         try:
             champion_scores = _scores(f"models:/{spec.registered_model}@champion", holdout)
+        except Exception as exc:  # noqa: BLE001 - any failure to score means there is nothing to compare with
+            champion_error = f"champion v{champion_version} could not score the holdout ({exc})"
+            champion_note = champion_error
+        else:
             champion = metric_table(spec, holdout, champion_scores)
             curves[f"champion v{champion_version}"] = champion_scores
             champion_note = f"champion v{champion_version} scored on the same holdout"
-        except Exception as exc:  # noqa: BLE001 - any failure to score means there is nothing to compare with
-            champion_note = f"champion v{champion_version} could not score the holdout ({exc}); floors alone decide"
-    decision = decide(spec.gate, spec.evaluation, candidate, champion)
+            gate = spec.gate
+            for metric in gate.min_improvement:
+                print(f"[evaluate] paired bootstrap of the {metric} gain ({gate.bootstrap_samples} resamples)",
+                      file=sys.stderr, flush=True)
+                improvement[metric] = paired_bootstrap(metric, y, candidate_scores, champion_scores, spec.evaluation,
+                                                       samples=gate.bootstrap_samples, confidence=gate.confidence)
+            seen = champion_seen_until(spec, mlflow_client.get_model_version(spec.registered_model, champion_version))
+            overlap = int((holdout["event_timestamp"] < seen).sum()) if seen is not None else 0
+            if overlap:
+                notes.append(f"champion v{champion_version} trained on {overlap:,} of the {len(holdout):,} holdout "
+                             f"rows (its data ran until {seen.isoformat()}): its score here is optimistic")
+    decision = decide(spec.gate, spec.evaluation, candidate, champion, improvement=improvement,
+                      champion_error=champion_error, notes=notes)
     decision["champion"] = champion_note
+    threshold = threshold_at_precision(y, candidate_scores, spec.evaluation.precision_target)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):
         mlflow.log_metrics(flat_metrics(candidate, "eval.candidate"))
         if champion is not None:
@@ -112,10 +161,13 @@ def evaluate(spec: PipelineSpec, settings: Settings, lake: Lake, run_id: str) ->
         mlflow.set_tags({"ctloop.gate": "passed" if decision["passed"] else "refused",
                          "ctloop.gate_reasons": "; ".join(decision["reasons"])[:4900],
                          "ctloop.champion_version": champion_version or ""})
+        if threshold is not None:  # the decision threshold serving uses (docs/serving.md)
+            mlflow.set_tag("ctloop.threshold", repr(threshold))
     verdict = "PASSED" if decision["passed"] else "REFUSED"
     print(f"[evaluate] gate {verdict} ({decision['basis']}): " + "; ".join(decision["reasons"]),
           file=sys.stderr, flush=True)
     return {"run_id": run_id, "passed": decision["passed"], "reasons": decision["reasons"],
             "basis": decision["basis"], "checks": decision["checks"], "champion_note": champion_note,
+            "improvement": improvement, "threshold": threshold,
             "candidate": candidate, "champion": ({"version": champion_version, **champion} if champion else None),
             "holdout_rows": len(holdout)}

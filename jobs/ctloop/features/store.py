@@ -68,7 +68,7 @@ def repo_config(settings: Settings) -> Any:
     from feast.repo_config import RepoConfig
 
     if settings.feast_online_store == "redis":
-        online: dict[str, Any] = {"type": "redis", "connection_string": settings.feast_redis}
+        online: dict[str, Any] = {"type": "redis", "connection_string": settings.feast_redis.get_secret_value()}
     else:
         Path(settings.feast_sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         online = {"type": "sqlite", "path": settings.feast_sqlite_path}

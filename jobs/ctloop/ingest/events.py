@@ -7,6 +7,7 @@ spoils its neighbours; the accepted messages are then columnarised in bulk by Ar
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -33,7 +34,9 @@ def _python_type(spec: FieldSpec) -> Any:
         return Annotated[base, meta] if meta and not spec.allowed else base
     if spec.type in ("int", "double"):
         base = int if spec.type == "int" else float
-        bounds = {k: v for k, v in (("ge", spec.min), ("le", spec.max)) if v is not None}
+        bounds: dict[str, float] = {k: v for k, v in (("ge", spec.min), ("le", spec.max)) if v is not None}
+        if base is int:  # msgspec takes integer bounds for ints: the integers within [min, max]
+            bounds = {k: math.ceil(v) if k == "ge" else math.floor(v) for k, v in bounds.items()}
         return Annotated[base, msgspec.Meta(**bounds)] if bounds else base
     if spec.type == "timestamp":
         return Annotated[datetime, msgspec.Meta(tz=True)]  # naive times are ambiguous: refuse them

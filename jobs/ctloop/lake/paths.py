@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 PARTITION_RE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})/event_hour=(\d{2})")
 
@@ -41,7 +42,33 @@ def manifest_prefix(pipeline: str) -> str:
 
 
 def intent_path(pipeline: str, topic: str, partition: int) -> str:
+    """A partition's single write intent, as landers before fencing wrote it (read once, to clean up)."""
     return f"_state/lander/{pipeline}/{topic}+{partition}.json"
+
+
+def intents_prefix(pipeline: str, topic: str, partition: int) -> str:
+    """A partition's ownership claims and write intents, all created once and never overwritten."""
+    return f"_state/lander/{pipeline}/{topic}+{partition}"
+
+
+def claim_path(pipeline: str, topic: str, partition: int, epoch: int) -> str:
+    """The claim of the ``epoch``-th owner of a partition (one per assignment; the highest epoch fences the rest)."""
+    return f"{intents_prefix(pipeline, topic, partition)}/{epoch:010d}.json"
+
+
+def batch_intent_path(pipeline: str, topic: str, partition: int, epoch: int, first_offset: int) -> str:
+    """The intent of one batch written by the ``epoch``-th owner: its segments and the objects it writes."""
+    return f"{intents_prefix(pipeline, topic, partition)}/{epoch:010d}-{first_offset:020d}.json"
+
+
+def manifest_path(pipeline: str, topic: str, partition: int, first_offset: int) -> str:
+    """The manifest of the batch of ``topic``'s ``partition`` that starts at ``first_offset``."""
+    return f"{manifest_prefix(pipeline)}/{topic}/{topic}+{partition}+{first_offset:020d}.json"
+
+
+def announce_cursor_path(pipeline: str) -> str:
+    """Per topic and partition, the first offset of the last batch Airflow heard of (``ctloop ingest --announce``)."""
+    return f"_state/announce/{pipeline}/cursor.json"
 
 
 # -- Spark jobs ---------------------------------------------------------------------------------------
@@ -86,3 +113,39 @@ def snapshot_prefix(pipeline: str, snapshot_id: str) -> str:
 
 def ledger_prefix(pipeline: str) -> str:
     return f"_state/retrain/{pipeline}"
+
+
+def ledger_record(pipeline: str, at: datetime, kind: str, key: str) -> str:
+    """One object of the ledger's audit log (a decision or a finish), named to list in time order."""
+    return f"{ledger_prefix(pipeline)}/{at:%Y%m%dT%H%M%S}-{kind}-{key}.json"
+
+
+def ledger_accepted(pipeline: str, seq: int) -> str:
+    """The ``seq``-th accepted run (from 1): created only where absent, so one decider per number wins."""
+    return f"{ledger_prefix(pipeline)}/accepted/{seq:08d}.json"
+
+
+def ledger_head(pipeline: str) -> str:
+    """A hint: the last number of the accepted chain known taken (readers probe forward from it)."""
+    return f"{ledger_prefix(pipeline)}/accepted/head.json"
+
+
+def ledger_run(pipeline: str, run_id: str) -> str:
+    """A train run's decisions, found by its id (how a retried decision replays)."""
+    return f"{ledger_prefix(pipeline)}/runs/{quote(run_id, safe=':+')}.json"
+
+
+def ledger_finished(pipeline: str, run_id: str) -> str:
+    """A train run's finish: present once the run reported how it ended."""
+    return f"{ledger_prefix(pipeline)}/finished/{quote(run_id, safe=':+')}.json"
+
+
+# -- deploy -------------------------------------------------------------------------------------------
+def deploy_prefix(pipeline: str) -> str:
+    """Every blue-green deploy and rollback of a pipeline, one folder each."""
+    return f"_state/deploy/{pipeline}"
+
+
+def deploy_record(pipeline: str, deploy_id: str, seq: int, kind: str) -> str:
+    """One step of a deploy (started, refused, switched, rolled_back, promoted, …), named to list in order."""
+    return f"{deploy_prefix(pipeline)}/{deploy_id}/{seq:02d}-{kind}.json"

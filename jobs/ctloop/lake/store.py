@@ -31,6 +31,16 @@ class Lake(ABC):
     def write(self, path: str, data: bytes) -> None: ...
 
     @abstractmethod
+    def create(self, path: str, data: bytes) -> bool:
+        """Write ``path`` only if nothing is there yet, durably and atomically: True if this call created it.
+
+        Of writers racing for one path exactly one gets True and no one overwrites it, which is what
+        lets the retrain ledger hand each accepted-run number to one decider. False means taken, which
+        on S3 may be by this very call (a PUT whose reply was lost, retried by the client): a caller
+        that must know reads what is there.
+        """
+
+    @abstractmethod
     def read(self, path: str) -> bytes: ...
 
     @abstractmethod
@@ -78,7 +88,8 @@ class LocalLake(Lake):
     def _path(self, path: str) -> Path:
         return self.root / path
 
-    def write(self, path: str, data: bytes) -> None:
+    def _staged(self, path: str, data: bytes) -> tuple[Path, Path]:
+        """``data`` written and fsynced to a hidden temp file beside ``path``: (temp file, target)."""
         target = self._path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
@@ -86,12 +97,32 @@ class LocalLake(Lake):
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
+        return tmp, target
+
+    @staticmethod
+    def _sync_dir(folder: Path) -> None:
+        """Make a rename or link in ``folder`` survive a power cut."""
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)  # the rename itself must survive a power cut
+            os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def write(self, path: str, data: bytes) -> None:
+        tmp, target = self._staged(path, data)
+        os.replace(tmp, target)
+        self._sync_dir(target.parent)
+
+    def create(self, path: str, data: bytes) -> bool:
+        tmp, target = self._staged(path, data)
+        try:
+            os.link(tmp, target)  # unlike os.replace, a link fails when the target exists: whole file or nothing
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        self._sync_dir(target.parent)
+        return True
 
     def read(self, path: str) -> bytes:
         return self._path(path).read_bytes()
@@ -134,6 +165,24 @@ class S3Lake(Lake):
     def write(self, path: str, data: bytes) -> None:
         self._s3.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
 
+    def create(self, path: str, data: bytes) -> bool:
+        import time
+
+        from botocore.exceptions import ClientError
+
+        for attempt in range(1, 6):
+            try:
+                self._s3.put_object(Bucket=self.bucket, Key=self._key(path), Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "PreconditionFailed":  # 412: the key exists
+                    return False
+                if code != "ConditionalRequestConflict" or attempt == 5:
+                    raise
+                time.sleep(0.2 * attempt)  # 409: another conditional write to the key is in flight; S3 says retry
+        return False
+
     def read(self, path: str) -> bytes:
         return self._s3.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
 
@@ -159,14 +208,17 @@ class S3Lake(Lake):
         return sorted(keys)
 
     def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
+        """No keys are passed: pyarrow's AWS SDK resolves credentials itself and refreshes them before they expire.
+
+        Its default chain reads the same sources as boto3: the ``AWS_*`` environment, the profile files
+        (``credential_process`` and SSO included), web identity (IRSA on EKS), the container endpoint
+        (EKS Pod Identity, ECS) and the instance profile. Keys copied from boto3 would be frozen into the
+        filesystem and expire in the middle of a long read (IRSA's last an hour).
+        """
         kwargs: dict[str, object] = {}
         if self.endpoint_url:
             parsed = urlparse(self.endpoint_url)
             kwargs = {"endpoint_override": parsed.netloc, "scheme": parsed.scheme or "https"}
-        creds = self._s3._request_signer._credentials  # reuse what boto3 resolved (env, profile, IRSA)
-        if creds is not None:
-            frozen = creds.get_frozen_credentials()
-            kwargs.update(access_key=frozen.access_key, secret_key=frozen.secret_key, session_token=frozen.token)
         region = self._s3.meta.region_name
         if region:
             kwargs["region"] = region

@@ -72,6 +72,30 @@ def registered_line(result: dict[str, Any] | None) -> str:
     return f"registered {result.get('model')} version {result.get('version')} as {result.get('alias', 'challenger')}"
 
 
+def deploy_line(result: dict[str, Any] | None) -> str:
+    """The deploy step's decision for the train run's note: what was switched, or why not.
+
+    ``result`` is ``ctloop deploy``'s summary: ``outcome`` (promoted, refused, rolled_back, breached,
+    unchanged), ``reason``, ``version``, ``live_slot``, ``champion`` and, when promoted, ``previous``."""
+    if not result:
+        return "deploy: no result"
+    version, outcome, reason = result.get("version"), result.get("outcome"), result.get("reason", "")
+    if outcome == "promoted":
+        previous = result.get("previous") or {}
+        was = (f"{previous.get('slot')} v{previous.get('version')}" if previous.get("version")
+               else "nothing live before")
+        return (f"deployed v{version}: traffic switched to {result.get('live_slot')} (from {was}); "
+                f"champion after the watch: {reason.removeprefix('held its watch window: ')}")
+    if outcome == "refused":
+        return f"deploy of v{version} refused, nothing switched, champion stays v{result.get('champion')}: {reason}"
+    if outcome == "rolled_back":
+        return (f"deploy of v{version} rolled back to {result.get('live_slot')}, champion stays "
+                f"v{result.get('champion')}: {reason.removeprefix('rollback: ')}")
+    if outcome == "breached":
+        return f"deploy of v{version} breached its watch with nothing to roll back to: {reason}"
+    return f"deploy of v{version}: {reason or outcome}"
+
+
 def reasons_from_checks(result: dict[str, Any] | None) -> list[str]:
     """Failed monitoring checks as retrain reasons.
 

@@ -2,7 +2,8 @@
 
 Takes in a training run that passed the gate; gives a registered version that loads in a fresh
 process (``register``, ``load_check``) and the ``challenger``/``champion`` aliases with their
-history and the last known good version (``aliases``).
+history and the last known good version (``aliases``). In the kubernetes runtime MLflow requires
+sign-in; ``access`` provisions its writer user (job pods) and read-only user (serving).
 """
 
-__all__ = ["aliases", "load_check", "register"]
+__all__ = ["access", "aliases", "load_check", "register"]

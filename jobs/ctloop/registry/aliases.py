@@ -63,13 +63,44 @@ def move_alias(settings: Settings, model: str, alias: str, version: str, reason:
     return record
 
 
+def tags_filter(tags: dict[str, str]) -> str:
+    """An MLflow search filter for runs whose tags equal ``tags``; ValueError when MLflow cannot say it.
+
+    MLflow's filter syntax has no escape sequences: it keeps what lies between a value's outer quotes
+    as is (``'it''s'`` means ``it''s``). So each value is wrapped in a quote character it does not
+    contain, and the whole filter is parsed back with MLflow's own parser: it is returned only when it
+    reads as exactly these tag equalities, so no value (``x' or tags.a != 'y``, say) can change the
+    query. A value holding both ``'`` and ``"``, or a backslash the parser would take for an escape,
+    cannot be written and is refused rather than searched for approximately.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchUtils
+
+    clauses, expected = [], []
+    for key, value in tags.items():
+        quote = next((q for q in ("'", '"') if q not in value), None)
+        if quote is None:
+            raise ValueError(f"{value!r} holds both quote characters: MLflow's search filters cannot express it")
+        clauses.append(f"tags.`{key}` = {quote}{value}{quote}")
+        expected.append({"type": "tag", "key": key, "comparator": "=", "value": value})
+    query = " and ".join(clauses)
+    try:
+        parsed = SearchUtils.parse_search_filter(query)
+    except MlflowException:
+        parsed = None
+    if parsed != expected:
+        raise ValueError(f"{tags!r}: MLflow's search filters cannot express these values "
+                         "(a backslash next to a quote?)")
+    return query
+
+
 def history(settings: Settings, model: str, alias: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Alias moves of ``model`` (optionally one alias), newest first."""
     mlflow_client = client(settings)
     experiment = mlflow_client.get_experiment_by_name(AUDIT_EXPERIMENT)
     if experiment is None:
         return []
-    query = f"tags.`ctloop.model` = '{model}'" + (f" and tags.`ctloop.alias` = '{alias}'" if alias else "")
+    query = tags_filter({"ctloop.model": model, **({"ctloop.alias": alias} if alias else {})})
     runs = mlflow_client.search_runs([experiment.experiment_id], filter_string=query, max_results=limit,
                                      order_by=["attributes.start_time DESC"])
     keys = ("model", "alias", "version", "previous_version", "actor", "reason", "at")

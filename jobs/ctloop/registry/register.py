@@ -1,7 +1,8 @@
 """``ctloop register``: a gated candidate becomes a registered model version with the ``challenger`` alias.
 
-Nothing is registered that the gate did not pass or that does not load and predict in a fresh
-interpreter (the infra check), since that is what serving will do with it.
+Nothing is registered that the gate did not pass, that was compared with a champion that has since
+changed, or that does not load and predict in a fresh interpreter (the infra check), since that is
+what serving will do with it.
 """
 
 from __future__ import annotations
@@ -47,11 +48,16 @@ def register(spec: Any, settings: Settings, run_id: str) -> dict[str, Any]:
     if gate != "passed":
         why = tags.get("ctloop.gate_reasons", "") if gate else "it has not been evaluated (run `ctloop evaluate`)"
         raise RegistryError(f"run {run_id} is not registered: the gate {gate or 'decision is missing'}; {why}")
+    name = spec.registered_model
+    compared, now = tags.get("ctloop.champion_version", ""), current_version(mlflow_client, name, "champion") or ""
+    if compared != now:
+        raise RegistryError(f"run {run_id} is not registered: the gate compared it with "
+                            f"{'champion v' + compared if compared else 'no champion'}, but the champion is now "
+                            f"{'v' + now if now else 'unset'}; run `ctloop evaluate` again")
     model_uri = tags["ctloop.model_uri"]
     check = infra_check(model_uri, settings)
     print(f"[register] infra check: {model_uri} loaded and scored {check['rows']} example rows in a fresh process "
           f"({check['seconds']}s)", flush=True, file=sys.stderr)
-    name = spec.registered_model
     from mlflow.exceptions import MlflowException
 
     try:

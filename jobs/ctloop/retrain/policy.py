@@ -11,16 +11,26 @@ applies the pipeline spec's ``retrain`` section:
 * **cooldown**: no accepted run within ``cooldown`` of the last accepted one;
 * **daily budget**: at most ``daily_budget`` accepted runs per pipeline per UTC day.
 
-Time comes from the requests themselves (their ``requested_at``) and the run (``now``), never from
-the clock, so a decision replays identically.
+Times are the server's, never a client's and never the clock's. A request's ``requested_at`` is a
+time Airflow assigned: the run's start for a scheduled, manual or REST run (a REST client may set a
+run's ``run_after`` and ``conf``, not its start), the asset event's ``timestamp`` for a features update,
+a Kafka message or a monitor request. A decision's ``now`` is the run's start too, and a request time
+later than ``now`` counts as ``now``. What a client claims (a conf's ``requested_at``, a Kafka
+producer's timestamp, an event's extra) is kept as ``client_requested_at``, as data only: a request
+dated 2099 once blocked retraining until 2099, and a backdated one could dodge the cooldown. Not
+reading the clock keeps a decision replayable.
 
-Every decision is recorded in the ledger (``ctloop.retrain.ledger``).
+The rules need only the last accepted run (``LastAccepted``: its id, its time, how many runs its UTC
+day accepted, whether it finished), never the whole history: an accepted request is at least
+``cooldown`` after the last one, so the last accepted is also the latest and a day's count carries
+forward. The ledger keeps that state compacted (``ctloop.retrain.ledger``), where every decision is
+recorded; ``decide`` still takes a plain list of ledger records.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -33,13 +43,15 @@ SOURCES = ("schedule", "features", "api", "manual", "kafka", "monitor")
 
 @dataclass(frozen=True)
 class RetrainRequest:
-    """One reason to retrain: who asked, why and when (the request's own time, not the clock's)."""
+    """One reason to retrain: who asked, why and when (a time the server assigned; what the client claimed
+    is ``client_requested_at``, kept but never decided on)."""
 
     pipeline: str
     reason: str
     requested_by: str
     requested_at: datetime
     source: str = "api"
+    client_requested_at: datetime | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, pipeline: str | None = None) -> RetrainRequest:
@@ -52,11 +64,24 @@ class RetrainRequest:
         source = str(data.get("source") or "api")
         if source not in SOURCES:
             raise ValueError(f"retrain request {data!r}: source must be one of {', '.join(SOURCES)}")
+        claimed = data.get("client_requested_at")
         return cls(pipeline=name, reason=str(data["reason"])[:500], requested_by=str(data.get("requested_by") or "?"),
-                   requested_at=parse_time(data["requested_at"]), source=source)
+                   requested_at=parse_time(data["requested_at"]), source=source,
+                   client_requested_at=parse_time(claimed) if claimed else None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "requested_at": self.requested_at.isoformat()}
+        data = {**asdict(self), "requested_at": self.requested_at.isoformat()}
+        if self.client_requested_at is None:
+            del data["client_requested_at"]
+        else:
+            data["client_requested_at"] = self.client_requested_at.isoformat()
+        return data
+
+    def no_later_than(self, now: datetime) -> RetrainRequest:
+        """The request as the policy sees it at ``now``: a time after ``now`` is a claim, kept, never used."""
+        if self.requested_at <= now:
+            return self
+        return replace(self, requested_at=now, client_requested_at=self.client_requested_at or self.requested_at)
 
 
 @dataclass(frozen=True)
@@ -92,64 +117,105 @@ class Decision:
                 "request": self.request.to_dict()}
 
 
-def _accepted(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in history if r.get("kind") == "decision" and r["outcome"] == "accepted"]
+@dataclass(frozen=True)
+class LastAccepted:
+    """All the rules need to know of the past: the last accepted run."""
+
+    run_id: str
+    at: datetime  # its request's time, as the policy saw it
+    day_count: int  # accepted runs on at's UTC day, this one included
+    finished: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the ledger's accepted chain carries (whether it finished is a marker of its own)."""
+        return {"run_id": self.run_id, "at": self.at.isoformat(), "day_count": self.day_count}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, finished: bool) -> LastAccepted:
+        return cls(data["run_id"], parse_time(data["at"]), int(data["day_count"]), finished)
 
 
-def decide(policy: Policy, history: list[dict[str, Any]], request: RetrainRequest, *, run_id: str,
-           now: datetime) -> Decision:
-    """The decision on one request, given every earlier ledger record (decisions and finishes)."""
+def accepted_after(last: LastAccepted | None, run_id: str, at: datetime) -> LastAccepted:
+    """The last accepted run once ``run_id`` is accepted at ``at``."""
+    same_day = last is not None and last.at.date() == at.date()
+    return LastAccepted(run_id, at, last.day_count + 1 if last is not None and same_day else 1)
+
+
+def accepted_at(record: dict[str, Any]) -> datetime:
+    """A decision record's request time as the policy sees it (older records kept a client's future time)."""
+    at = parse_time(record["request"]["requested_at"])
+    return min(at, parse_time(record["decided_at"])) if record.get("decided_at") else at
+
+
+def last_accepted(history: list[dict[str, Any]]) -> LastAccepted | None:
+    """The last accepted run in a list of ledger records (decisions and finishes)."""
+    accepted = sorted((r for r in history if r.get("kind") == "decision" and r.get("outcome") == "accepted"),
+                      key=accepted_at)
+    if not accepted:
+        return None
+    last, at = accepted[-1], accepted_at(accepted[-1])
+    finished = any(r.get("kind") == "finished" and r.get("run_id") == last["run_id"] for r in history)
+    return LastAccepted(last["run_id"], at, sum(accepted_at(r).date() == at.date() for r in accepted), finished)
+
+
+def decide_one(policy: Policy, last: LastAccepted | None, request: RetrainRequest, *, run_id: str,
+               now: datetime) -> Decision:
+    """The decision on one request, given the last accepted run (None: nothing accepted yet)."""
+    now = parse_time(now)
+    request = request.no_later_than(now)
     at = request.requested_at
 
     def verdict(outcome: Outcome, why: str, merged_into: str | None = None) -> Decision:
-        return Decision(request, outcome, why, run_id, parse_time(now), merged_into)
+        return Decision(request, outcome, why, run_id, now, merged_into)
 
-    accepted = sorted(_accepted(history), key=lambda r: r["request"]["requested_at"])
-    if accepted:
-        last = accepted[-1]
-        last_at = parse_time(last["request"]["requested_at"])
-        finished = {r["run_id"] for r in history if r.get("kind") == "finished"}
-        pending = last["run_id"] not in finished and at - last_at < policy.stale_after
-        if abs(at - last_at) < policy.merge_window:
+    if last is not None:
+        if abs(at - last.at) < policy.merge_window:
             return verdict("merged", f"duplicate: within merge_window ({_fmt(policy.merge_window)}) of the request "
-                                     f"accepted for run {last['run_id']} at {last_at.isoformat()}",
-                           merged_into=last["run_id"])
-        if pending:
-            return verdict("refused", f"busy: run {last['run_id']} (accepted at {last_at.isoformat()}) has not "
+                                     f"accepted for run {last.run_id} at {last.at.isoformat()}",
+                           merged_into=last.run_id)
+        if not last.finished and at - last.at < policy.stale_after:
+            return verdict("refused", f"busy: run {last.run_id} (accepted at {last.at.isoformat()}) has not "
                                       "finished; one training run per pipeline at a time")
-        if at - last_at < policy.cooldown:
-            return verdict("refused", f"cooldown: last accepted run {last['run_id']} at {last_at.isoformat()}; "
-                                      f"next allowed at {(last_at + policy.cooldown).isoformat()}")
+        if at - last.at < policy.cooldown:
+            return verdict("refused", f"cooldown: last accepted run {last.run_id} at {last.at.isoformat()}; "
+                                      f"next allowed at {(last.at + policy.cooldown).isoformat()}")
+    # past the cooldown, at is on or after the last accepted run's day: only that day can have spent any budget
     day = at.date()
-    today = [r for r in accepted if parse_time(r["request"]["requested_at"]).date() == day]
-    if len(today) >= policy.daily_budget:
-        return verdict("refused", f"daily budget spent: {len(today)} of {policy.daily_budget} accepted runs on "
+    spent = last.day_count if last is not None and last.at.date() == day else 0
+    if spent >= policy.daily_budget:
+        return verdict("refused", f"daily budget spent: {spent} of {policy.daily_budget} accepted runs on "
                                   f"{day.isoformat()} (UTC); resets at midnight UTC")
     return verdict("accepted", f"{request.source}: {request.reason}")
 
 
-def decide_run(policy: Policy, history: list[dict[str, Any]], requests: list[RetrainRequest], *, run_id: str,
+def decide(policy: Policy, history: list[dict[str, Any]], request: RetrainRequest, *, run_id: str,
+           now: datetime) -> Decision:
+    """The decision on one request, given earlier ledger records (decisions and finishes)."""
+    return decide_one(policy, last_accepted(history), request, run_id=run_id, now=now)
+
+
+def decide_run(policy: Policy, last: LastAccepted | None, requests: list[RetrainRequest], *, run_id: str,
                now: datetime) -> list[Decision]:
     """Decide a run's requests in time order; at most one is accepted, the rest merge into it or are refused."""
+    now = parse_time(now)
     decisions: list[Decision] = []
-    records = list(history)
-    for request in sorted(requests, key=lambda r: r.requested_at):
-        decision = decide(policy, records, request, run_id=run_id, now=now)
+    for request in sorted((r.no_later_than(now) for r in requests), key=lambda r: r.requested_at):
+        decision = decide_one(policy, last, request, run_id=run_id, now=now)
         decisions.append(decision)
-        records.append(decision.to_dict())
+        if decision.accepted:
+            last = accepted_after(last, run_id, decision.request.requested_at)
     return decisions
 
 
-def summary(decisions: list[Decision]) -> str:
-    """One line for the DAG run's note."""
-    accepted = [d for d in decisions if d.accepted]
+def summary(decisions: list[dict[str, Any]]) -> str:
+    """One line for the DAG run's note, from a run's decision records."""
+    accepted = [d for d in decisions if d["outcome"] == "accepted"]
     if accepted:
-        d = accepted[0]
         extra = len(decisions) - 1
-        return f"retrain accepted — {d.why}" + (f" (+{extra} request(s) merged)" if extra else "")
+        return f"retrain accepted — {accepted[0]['why']}" + (f" (+{extra} request(s) merged)" if extra else "")
     if not decisions:
         return "retrain not started — no request"
-    return "retrain not started — " + "; ".join(f"{d.request.source}: {d.why}" for d in decisions)
+    return "retrain not started — " + "; ".join(f"{d['request']['source']}: {d['why']}" for d in decisions)
 
 
 def outcome(results: dict[str, Any]) -> str:
@@ -174,34 +240,38 @@ def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf
 
     ``events`` are the triggering asset events as ``{"uri", "extra", "timestamp"}``: features
     updates and retrain requests (from Kafka or the monitor DAG). A manual or REST-triggered run
-    carries its ``conf["reason"]``; a scheduled run, the schedule, asking when the run started
-    (``started_at``): its cron tick can be hours old when catchup is off or the DAG was just unpaused.
+    carries its ``conf["reason"]``; a scheduled run, the schedule.
+
+    Times are the server's: a run's own request is dated when the run started (``started_at``; its
+    ``run_after`` when not given): a scheduled run's cron tick can be hours old when catchup is off or
+    the DAG was just unpaused, and a REST client may set ``run_after``. An event's request is dated by
+    the event's ``timestamp``, which Airflow's server sets. A time the client sent (the conf's or the
+    event extra's ``requested_at``, for Kafka the producer's message time) is only ``client_requested_at``.
     """
-    at = parse_time(run_after).isoformat()
+    at = parse_time(started_at or run_after).isoformat()
     run_type = str(getattr(run_type, "value", run_type))  # Airflow passes its DagRunType enum
     conf = conf or {}
     requests: list[dict[str, Any]] = []
     if run_type == "scheduled":
-        asked = parse_time(started_at).isoformat() if started_at else at
-        requests.append({"reason": "scheduled retrain", "requested_by": "schedule", "requested_at": asked,
+        requests.append({"reason": "scheduled retrain", "requested_by": "schedule", "requested_at": at,
                          "source": "schedule"})
     elif run_type == "manual":
         requests.append({"reason": conf.get("reason") or "manual trigger (no reason given)",
                          "requested_by": conf.get("requested_by") or triggered_by or "api",
-                         "requested_at": conf.get("requested_at") or at, "source": "api"})
+                         "requested_at": at, "source": "api", **_claimed(conf.get("requested_at"))})
     for event in events:
         extra = event.get("extra") or {}
         payload = extra.get("payload") if isinstance(extra.get("payload"), dict) else extra
-        when = payload.get("requested_at") or event.get("timestamp") or at
+        when, claimed = event.get("timestamp") or at, _claimed(payload.get("requested_at"))
         if str(event.get("uri", "")).endswith("/features"):
             interval = payload.get("interval")
             requests.append({"reason": f"new features {interval[0]} .. {interval[1]}" if interval else "new features",
-                             "requested_by": "features", "requested_at": when, "source": "features"})
+                             "requested_by": "features", "requested_at": when, "source": "features", **claimed})
         else:
             source = payload.get("source") or ("kafka" if extra.get("from_trigger") else "monitor")
             requests.append({"reason": payload.get("reason") or "retrain requested",
                              "requested_by": payload.get("requested_by") or source, "requested_at": when,
-                             "source": source if source in SOURCES else "api"})
+                             "source": source if source in SOURCES else "api", **claimed})
     if not requests:  # any other kind of run (a backfill, a test) still asks for something
         requests.append({"reason": conf.get("reason") or f"{run_type} run", "requested_by": triggered_by or run_type,
                          "requested_at": at, "source": "api"})
@@ -209,6 +279,14 @@ def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf
         r["pipeline"] = pipeline
         r["requested_at"] = parse_time(r["requested_at"]).isoformat()
     return requests
+
+
+def _claimed(value: Any) -> dict[str, str]:
+    """A client's claimed request time as ``client_requested_at`` (dropped when it is not a time at all)."""
+    try:
+        return {"client_requested_at": parse_time(value).isoformat()} if value else {}
+    except (TypeError, ValueError, AttributeError):
+        return {}
 
 
 def request_message(pipeline: str, reason: str, requested_by: str) -> bytes:

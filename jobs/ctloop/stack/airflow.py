@@ -68,7 +68,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     """Environment of every Airflow component (and so of the job subprocesses its tasks start)."""
     home = airflow_home(settings)
     port = settings.airflow_port
-    env = {f"CTLOOP_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
+    env = settings.to_env()  # secrets in clear: model_dump() would hand the services "**********"
     # the services run with the stack folder as their cwd: paths must be absolute
     env.update(CTLOOP_STATE_DIR=str(settings.state_dir.resolve()),
                CTLOOP_PIPELINES_DIR=str(settings.pipelines_dir.resolve()))
@@ -81,7 +81,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         # the loop runs as soon as it is up; pause a DAG in the UI to stop one stage
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_db_uri,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_db_uri.get_secret_value(),
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),

@@ -1,4 +1,4 @@
-"""The services of the embedded stack: the Tansu broker, MLflow, and Airflow's four components."""
+"""The services of the embedded stack: the Tansu broker, MLflow, Airflow's four components and the traffic switch."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def mlflow_service(settings: Settings) -> Service:
     """MLflow tracking server and model registry, serving artifacts itself (clients need no store access)."""
     port = settings.mlflow_port
     artifacts = settings.mlflow_artifacts_destination
-    backend = settings.mlflow_backend_store_uri
+    backend = settings.mlflow_backend_store_uri.get_secret_value()
 
     def prepare() -> None:
         if "://" not in artifacts:
@@ -37,6 +37,37 @@ def mlflow_service(settings: Settings) -> Service:
     )
 
 
+def serving_service(settings: Settings) -> Service:
+    """The traffic switch on ``CTLOOP_SERVING_PORT`` (``ctloop serve switch``), which runs the blue and green
+    slots as its children and serves the champion of each pipeline with nothing live yet (docs/deploy.md).
+
+    Healthy once it answers and no slot is still loading (``/healthz``), so ``stack up`` returns with the
+    champion served. ``prepare`` creates the serving token file once (mode 0600), shared with the slots."""
+    port = settings.serving_port
+    env = settings.to_env()  # secrets in clear, for the switch and the slots it starts
+    # the services run with the stack folder as their cwd: paths must be absolute
+    env.update(CTLOOP_STATE_DIR=str(settings.state_dir.resolve()),
+               CTLOOP_PIPELINES_DIR=str(settings.pipelines_dir.resolve()), PYTHONUNBUFFERED="1")
+    if settings.serving_token_file is not None:
+        env["CTLOOP_SERVING_TOKEN_FILE"] = str(settings.serving_token_file.resolve())
+
+    def prepare() -> None:
+        from ctloop.serving.auth import ensure_token
+
+        ensure_token(settings)
+
+    return Service(
+        name="serving-switch",
+        port=port,
+        command=[sys.executable, "-m", "ctloop.cli", "serve", "switch"],
+        healthy=lambda: http_healthy(f"http://127.0.0.1:{port}/healthz"),
+        url=f"http://127.0.0.1:{port}",
+        env=env,
+        port_setting="CTLOOP_SERVING_PORT",
+        prepare=prepare,
+    )
+
+
 def services(settings: Settings) -> list[Service]:
     """The services of the embedded stack, in start order."""
     port = settings.broker_port
@@ -50,4 +81,4 @@ def services(settings: Settings) -> list[Service]:
         url=f"kafka://127.0.0.1:{port}",
         port_setting="CTLOOP_BROKER_PORT",
     )
-    return [broker, mlflow_service(settings), *airflow_services(settings)]
+    return [broker, mlflow_service(settings), *airflow_services(settings), serving_service(settings)]

@@ -22,6 +22,10 @@ from ctloop.config.settings import Settings
 from ctloop.stack.service import Service, StackError, port_in_use
 from ctloop.stack.services import services
 
+# Services slower to become healthy than the default allows: the switch is healthy once the champion it
+# serves has loaded (TensorFlow, the model from MLflow, Feast) or failed to.
+MIN_START_TIMEOUT_S = {"serving-switch": 300.0}
+
 
 class Stack:
     def __init__(self, settings: Settings, groups: list[str] | None = None) -> None:
@@ -70,7 +74,7 @@ class Stack:
                         f"{service.name}: port {service.port} is already taken by a process ctloop did not start; "
                         f"stop it or choose another port with {service.port_setting or 'the settings'}")
                 proc = self._start(service)
-            self._wait_healthy(service, proc, timeout_s)
+            self._wait_healthy(service, proc, max(timeout_s, MIN_START_TIMEOUT_S.get(service.name, 0.0)))
         return self.status()
 
     def _start(self, service: Service) -> psutil.Process:

@@ -3,15 +3,22 @@
 MLflow's Keras flavour feeds a model one array; ctloop models take named, typed inputs (strings
 among them), so the pyfunc wrapper turns a DataFrame into those inputs with the input kinds saved
 next to the model, not read from today's spec: an older champion still scores with its own inputs.
+
+The model is logged from code (``MODEL_CODE``, see ``pyfunc_code``), never as a pickled object:
+loading it imports this class from the installed package, loads the ``.keras`` file (Keras'
+safe mode, so no serialized lambdas) and reads the input kinds.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+
+MODEL_CODE = Path(__file__).with_name("pyfunc_code.py")  # what log_pyfunc hands to MLflow as the model
 
 
 class KerasScorer(mlflow.pyfunc.PythonModel):

@@ -153,13 +153,19 @@ def _epoch_logger(total_epochs: int) -> Any:
 
 
 def log_pyfunc(spec: PipelineSpec, model: Any, example: Any) -> Any:
-    """Log the model as a pyfunc with its signature and an input example; returns MLflow's ModelInfo."""
+    """Log the model as a pyfunc with its signature and an input example; returns MLflow's ModelInfo.
+
+    Models from code: MLflow gets the path of ``pyfunc_code.py`` (which sets ``KerasScorer`` as the
+    model) and copies that file into the model directory next to the ``.keras`` file and the input
+    kinds; no Python object is pickled. The file imports the installed ``ctloop`` package, which
+    every image that loads models carries, so no ``code_paths`` are logged.
+    """
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
     from ctloop.training.model import input_kinds, score
-    from ctloop.training.pyfunc import KerasScorer
+    from ctloop.training.pyfunc import MODEL_CODE
 
     kinds = input_kinds(spec)
     output = pd.DataFrame({"score": score(model, kinds, example)})
@@ -167,7 +173,7 @@ def log_pyfunc(spec: PipelineSpec, model: Any, example: Any) -> Any:
         artifacts = {"keras_model": str(Path(tmp) / "model.keras"), "inputs": str(Path(tmp) / "inputs.json")}
         model.save(artifacts["keras_model"])
         Path(artifacts["inputs"]).write_text(json.dumps(kinds))
-        return mlflow.pyfunc.log_model(name=MODEL_NAME, python_model=KerasScorer(), artifacts=artifacts,
+        return mlflow.pyfunc.log_model(name=MODEL_NAME, python_model=str(MODEL_CODE), artifacts=artifacts,
                                        signature=infer_signature(example, output), input_example=example,
                                        pip_requirements=_requirements())
 

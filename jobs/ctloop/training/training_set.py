@@ -2,9 +2,11 @@
 
 One row per primary event in [start, end). Features come from Feast's point-in-time join through
 the model's feature service, so a row only sees feature values whose time is at or before its own
-(and the Spark rows describe the entity *before* the event). Labels follow the maturity rule: an
-event with a label reported before ``as_of`` is positive; one without counts as negative only once
-``labels.maturity_days`` have passed by ``as_of``; the rest are left out, not guessed.
+(and the Spark rows describe the entity *before* the event). Labels follow the maturity rule: a row
+is used only once ``labels.maturity_days`` have passed by the label horizon (``as_of``, but never
+past the label stream's own watermark: how far chargebacks have landed and been cleaned); it is
+positive when a label was reported by then, negative otherwise. Unsettled rows are left out, not
+guessed, positive or not.
 
 The snapshot id is a hash of everything that decides its content (spec, interval, as-of, and the
 curated partitions it read), so the same inputs give the same id and an existing snapshot is never
@@ -21,7 +23,7 @@ from typing import Any
 
 from ctloop.config.settings import Settings
 from ctloop.config.spec import PipelineSpec, SpecError, duration_seconds
-from ctloop.ingest.manifests import landed_span, source_offsets
+from ctloop.ingest.manifests import label_watermark, landed_span, source_offsets
 from ctloop.lake.hours import hours
 from ctloop.lake.paths import (
     clean_marker,
@@ -59,9 +61,12 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
 
     if spec.features is None:
         raise SpecError(f"pipeline {spec.name!r}: features: not set, so a training set has no features")
-    as_of = as_of or end
-    if as_of < end:
+    if as_of is not None and as_of < end:
         raise ValueError(f"--as-of {as_of.isoformat()} must not be before --end {end.isoformat()}")
+    watermark = label_watermark(lake, spec)
+    # labels as known now (the label stream's watermark), unless the caller fixes a point in time
+    as_of = as_of or max(end, watermark or end)
+    horizon = min(as_of, watermark) if watermark is not None else None
     primary = spec.events[spec.primary]
     label_stream = spec.events[spec.labels.events]
     join = spec.labels.join_key
@@ -73,6 +78,7 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
             inputs[spec.primary][partition_of(h)] = json.loads(lake.read(marker))
     identity = json.dumps({"spec": spec.spec_hash, "service": spec.feature_service, "start": start.isoformat(),
                            "end": end.isoformat(), "as_of": as_of.isoformat(),
+                           "label_horizon": horizon.isoformat() if horizon else None,
                            "inputs": {s: {p: [m["rows"], m["hash"]] for p, m in v.items()} for s, v in inputs.items()},
                            "label_inputs": _label_fingerprint(lake, spec, as_of)}, sort_keys=True)
     snapshot_id = hashlib.sha256(identity.encode()).hexdigest()[:16]
@@ -88,15 +94,12 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
         raise ValueError(f"no curated {spec.primary} events in [{start.isoformat()}, {end.isoformat()}): "
                          f"run `ctloop spark clean` for the interval first")
     entity_df = events.to_pandas().rename(columns={primary.time_field: "event_timestamp"})
-    labels = _curated_table(lake, spec, spec.labels.events, [join, label_stream.time_field], None, as_of)
+    labels = (_curated_table(lake, spec, spec.labels.events, [join, label_stream.time_field], None, horizon)
+              if horizon is not None else None)
     reported = (labels.to_pandas().groupby(join)[label_stream.time_field].min()
                 if labels is not None and labels.num_rows else pd.Series(dtype="datetime64[us, UTC]"))
-    positive = entity_df[join].isin(reported.index)
-    mature = entity_df["event_timestamp"] + timedelta(days=spec.labels.maturity_days) <= pd.Timestamp(as_of)
-    keep = positive | mature
-    immature = int((~keep).sum())
-    entity_df = entity_df[keep].copy()
-    entity_df[target] = positive[keep].astype("int64")
+    entity_df, immature = label_rows(entity_df, reported.index, join=join, target=target, horizon=horizon,
+                                     maturity_days=spec.labels.maturity_days)
     print(f"[training-set] {len(entity_df)} rows ({immature} immature left out); point-in-time join through "
           f"feature service {spec.feature_service}", file=sys.stderr, flush=True)
     store = store or open_store(settings, spec)
@@ -107,6 +110,24 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
     manifest = write_snapshot(lake, spec, snapshot_id, frame, start=start, end=end, as_of=as_of, sources=sources,
                               immature_left_out=immature)
     return {**manifest, "reused": False}
+
+
+def label_rows(entity_df: Any, reported: Any, *, join: str, target: str, horizon: datetime | None,
+               maturity_days: int) -> tuple[Any, int]:
+    """Keep the rows whose label is settled by ``horizon`` and label them; (rows, how many were left out).
+
+    A row is settled once ``maturity_days`` have passed by the label stream's horizon: a label reported
+    by then makes it positive, none makes it negative. Unsettled rows are left out whatever their label:
+    keeping the early-reported positives alone would make the most recent days (the holdout) mostly fraud.
+    """
+    import pandas as pd
+
+    if horizon is None:  # no label has landed and been cleaned yet: nothing is settled
+        return entity_df.iloc[0:0].assign(**{target: pd.Series(dtype="int64")}), len(entity_df)
+    settled = entity_df["event_timestamp"] + timedelta(days=maturity_days) <= pd.Timestamp(horizon)
+    rows = entity_df[settled].copy()
+    rows[target] = rows[join].isin(reported).astype("int64")
+    return rows, int((~settled).sum())
 
 
 def write_snapshot(lake: Lake, spec: PipelineSpec, snapshot_id: str, frame: Any, *, start: datetime, end: datetime,
@@ -183,11 +204,15 @@ def load_snapshot(lake: Lake, spec: PipelineSpec, snapshot_id: str) -> tuple[dic
 def latest_window(lake: Lake, spec: PipelineSpec) -> tuple[datetime, datetime, datetime]:
     """``(start, end, as_of)`` of the newest training window whose labels are mature, from the landed data.
 
-    ``as_of`` is the end of the landed data (labels are known up to there), ``end`` is ``maturity_days``
-    earlier so every row has had the time to get its label, and the window is ``model.training_window``
-    long. Decided by the data, never by the wall clock, so a re-run of a DAG run builds the same set.
+    ``as_of`` is where both streams are known: the end of the landed events and the label stream's
+    watermark, each robust to a stray future-dated event (``ingest.manifests``); ``end`` is
+    ``maturity_days`` earlier so every row has had the time to get its label, and the window is
+    ``model.training_window`` long. Decided by the data, never by the wall clock, so a re-run of a DAG
+    run builds the same set.
     """
-    first, as_of = landed_span(lake, spec)
+    first, landed = landed_span(lake, spec)
+    watermark = label_watermark(lake, spec)
+    as_of = min(landed, watermark) if watermark is not None else landed
     end = (as_of - timedelta(days=spec.labels.maturity_days)).replace(hour=0)
     start = max(first, end - timedelta(seconds=duration_seconds(spec.model.training_window)))
     if end - start < timedelta(days=1):
