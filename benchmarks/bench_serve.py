@@ -49,6 +49,7 @@ from benchmarks.serve_world import (  # noqa: E402
     train_version,
     write_feature_rows,
 )
+from tests.conftest import make_pipeline  # noqa: E402
 
 DAYS = 20
 
@@ -97,12 +98,10 @@ def measure() -> dict:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ctloop-bench-serve-"))
-    data = yaml.safe_load((ROOT / "pipelines" / "fraud.yaml").read_text())
-    data["model"].update(registered_name=f"ctloop-bench-serve-{os.getpid()}", max_epochs=3, patience=3)
-    (work / "pipelines").mkdir()
-    (work / "pipelines" / "fraud.yaml").write_text(yaml.safe_dump(data))
+    pipelines, _ = make_pipeline(work, **{"model.registered_name": f"ctloop-bench-serve-{os.getpid()}",
+                                          "model.max_epochs": 3, "model.patience": 3})
     broker = free_port()
-    settings = load_settings(state_dir=work / "state", pipelines_dir=work / "pipelines", broker_port=broker,
+    settings = load_settings(state_dir=work / "state", pipelines_dir=pipelines, broker_port=broker,
                              kafka_bootstrap=f"127.0.0.1:{broker}", mlflow_port=free_port(), serving_port=free_port())
     base = Stack(settings, ["broker", "mlflow"])
     serving = Stack(settings, ["serving"])
@@ -150,6 +149,7 @@ def measure() -> dict:
         # the same slot without dynamic batching: a second process on a spec with max_batch_size 1
         nobatch_dir = work / "pipelines-nobatch"
         nobatch_dir.mkdir()
+        data = yaml.safe_load((pipelines / "fraud.yaml").read_text())  # same topics and model, no batching
         data["serving"]["max_batch_size"] = 1
         (nobatch_dir / "fraud.yaml").write_text(yaml.safe_dump(data))
         port = free_port()

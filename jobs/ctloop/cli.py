@@ -162,7 +162,7 @@ def cmd_materialize(ctx: Context) -> int:
 
 
 def cmd_training_set(ctx: Context) -> int:
-    from ctloop.lake.hours import parse_time
+    from ctloop.lake.hours import parse_flag
     from ctloop.training.training_set import build_training_set, latest_window
 
     args = ctx.args
@@ -174,7 +174,7 @@ def cmd_training_set(ctx: Context) -> int:
         if not (args.start and args.end):
             raise ValueError("give --start and --end (or --latest)")
         start, end = ctx.interval()
-        as_of = _flag_time("--as-of", args.as_of, parse_time) if args.as_of else None
+        as_of = parse_flag("--as-of", args.as_of) if args.as_of else None
     return ctx.emit(build_training_set(ctx.spec, ctx.settings, ctx.lake, start, end, as_of))
 
 
@@ -218,7 +218,7 @@ def cmd_registry(ctx: Context) -> int:
 
 
 def cmd_retrain(ctx: Context) -> int:
-    from ctloop.lake.hours import parse_time
+    from ctloop.lake.hours import parse_flag
     from ctloop.retrain.ledger import Ledger, record_decisions, record_finish
     from ctloop.retrain.policy import Policy, RetrainRequest, request_message
 
@@ -241,7 +241,7 @@ def cmd_retrain(ctx: Context) -> int:
         return ctx.emit(ledger.records())
     if not (args.run_id and args.now):
         raise ValueError(f"retrain {args.action}: give --run-id and --now")
-    now = _flag_time("--now", args.now, parse_time)
+    now = parse_flag("--now", args.now)
     if args.action == "decide":
         requests = [RetrainRequest.from_dict(r, pipeline=spec.name) for r in json.loads(args.requests or "[]")]
         return ctx.emit(record_decisions(ledger, Policy.from_spec(spec.retrain), requests, run_id=args.run_id,
@@ -326,13 +326,6 @@ def cmd_demo(ctx: Context) -> int:
     ctx.emit(summary)
     serving = (summary.get("serving") or {}).get("live_version")
     return 0 if summary["registered"] and not summary["failed_runs"] and serving else 1
-
-
-def _flag_time(flag: str, value: str, parse: Any) -> datetime:
-    try:
-        return parse(value)
-    except ValueError:
-        raise ValueError(f"{flag}: expected an ISO date or datetime like 2026-01-03T14:00Z, got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

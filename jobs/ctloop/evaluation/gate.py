@@ -27,8 +27,12 @@ def decide(gate: GateSpec, evaluation: EvaluationSpec, candidate: dict[str, Any]
     """
     checks: list[dict[str, Any]] = []
 
-    def check(name: str, passed: bool, detail: str) -> None:
+    measured = 0  # checks of a metric (not the policy's own verdicts, not slices too thin to gate)
+
+    def check(name: str, passed: bool, detail: str, *, of_a_metric: bool = True) -> None:
+        nonlocal measured
         checks.append({"check": name, "passed": bool(passed), "detail": detail})
+        measured += of_a_metric
 
     overall = candidate["overall"]
     for metric, limit in gate.floors.items():
@@ -44,19 +48,18 @@ def decide(gate: GateSpec, evaluation: EvaluationSpec, candidate: dict[str, Any]
         allowed = gate.champion_unscorable == "floors"
         check("champion", allowed, f"{champion_error}; " + (
             "gate.champion_unscorable: floors lets the floors decide" if allowed else
-            "refused (gate.champion_unscorable: refuse); fix the champion or set it to floors"))
+            "refused (gate.champion_unscorable: refuse); fix the champion or set it to floors"), of_a_metric=False)
     else:
         basis = "floors only (no champion)"
         check("first_model", gate.first_model == "floors",
               "no champion to compare with: " + ("gate.first_model: floors lets the floors decide"
                                                  if gate.first_model == "floors" else
                                                  "refused (gate.first_model: refuse); promote a first model by hand "
-                                                 "or set gate.first_model: floors"))
-    if not any(c["check"] not in ("first_model", "champion") and not c["detail"].startswith("not gated")
-               for c in checks):
+                                                 "or set gate.first_model: floors"), of_a_metric=False)
+    if not measured:
         check("something_checked", False, "the gate checked nothing: set gate.floors or gate.min_improvement")
     for note in notes or []:
-        check("note", True, note)
+        check("note", True, note, of_a_metric=False)
     passed = all(c["passed"] for c in checks)
     failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["passed"]]
     gated = [c for c in checks if c["check"] != "note"]
@@ -88,7 +91,7 @@ def _compare(gate: GateSpec, evaluation: EvaluationSpec, candidate: dict[str, An
         reference = champion["slices"].get(name)
         if reference is None or row["positives"] < evaluation.min_slice_positives:
             check(f"slice.{name}", True, f"not gated: {row['positives']} positives in the holdout, "
-                                         f"{evaluation.min_slice_positives} needed")
+                                         f"{evaluation.min_slice_positives} needed", of_a_metric=False)
             continue
         drop = -better_by(metric, row[metric], reference[metric])
         ok = not is_nan(drop) and drop <= gate.max_slice_regression

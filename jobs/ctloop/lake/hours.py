@@ -22,15 +22,20 @@ def parse_time(value: str | datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+def parse_flag(flag: str, value: str) -> datetime:
+    """``parse_time`` for a command-line flag: a bad value is an error that names the flag."""
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise ValueError(f"{flag}: expected an ISO date or datetime like 2026-01-03 or 2026-01-03T14:00Z, "
+                         f"got {value!r}") from None
+
+
 def parse_interval(start: str, end: str) -> tuple[datetime, datetime]:
     """Parse ``--start/--end`` (ISO dates or datetimes, UTC when no zone) into whole UTC hours."""
     parsed = []
     for flag, value in (("--start", start), ("--end", end)):
-        try:
-            moment = parse_time(value)
-        except ValueError:
-            raise ValueError(f"{flag}: expected an ISO date or datetime like 2026-01-03 or 2026-01-03T14:00Z, "
-                             f"got {value!r}") from None
+        moment = parse_flag(flag, value)
         if moment.minute or moment.second or moment.microsecond:
             raise ValueError(f"{flag}: the jobs work on whole hours, got {value!r}")
         parsed.append(moment)
