@@ -11,7 +11,7 @@ export PATH := $(dir $(UV)):$(PATH)
 export UV_PYTHON := 3.11
 RUN := $(UV) run --frozen
 
-.PHONY: demo test test-fast bench bench-ingest bench-features bench-train bench-dags bench-serve sync lint stack-down clean help
+.PHONY: demo test test-fast bench bench-ingest bench-features bench-train bench-dags bench-serve bench-monitor sync lint stack-down clean help
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -36,7 +36,7 @@ test: .venv/.synced  ## every test: unit, integration (real broker, moto S3), in
 test-fast: .venv/.synced  ## the tests without the SIGKILL chaos loops
 	$(RUN) pytest -m "not slow"
 
-bench: bench-ingest bench-features bench-train bench-dags bench-serve  ## every benchmark; each prints one JSON line with its baseline
+bench: bench-ingest bench-features bench-train bench-dags bench-serve bench-monitor  ## every benchmark; each prints one JSON line with its baseline
 
 bench-ingest: .venv/.synced  ## lander events/s against a bare kafka-python consumer
 	$(RUN) python -m benchmarks.bench_ingest
@@ -52,6 +52,9 @@ bench-dags: .venv/.synced  ## each DAG file's import time vs a one-task DAG file
 
 bench-serve: .venv/.synced  ## latency at 200 req/s through the traffic switch vs direct to the slot vs in-process; saturation with/without batching
 	$(RUN) python -m benchmarks.bench_serve
+
+bench-monitor: .venv/.synced  ## drift check and GX suite on 100k x 100k rows vs reading those rows (goal: drift < 30 s)
+	$(RUN) python -m benchmarks.bench_monitor
 
 lint: .venv/.synced  ## ruff
 	$(RUN) ruff check jobs tests benchmarks dags plugins

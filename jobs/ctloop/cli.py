@@ -185,15 +185,48 @@ def cmd_train(ctx: Context) -> int:
 
 
 def cmd_quality(ctx: Context) -> int:
-    from ctloop.training.data_gate import check_snapshot
+    args = ctx.args
+    if args.action == "check":
+        from ctloop.training.data_gate import check_snapshot
 
-    return ctx.emit(check_snapshot(ctx.spec, ctx.lake, ctx.args.dataset))
+        if not args.dataset:
+            raise ValueError("quality check: give --dataset (a training-set snapshot id)")
+        return ctx.emit(check_snapshot(ctx.spec, ctx.lake, args.dataset))
+    from ctloop.monitoring.blocks import acknowledge, blocks
+
+    if args.action == "blocks":
+        return ctx.emit(blocks(ctx.lake, ctx.spec.name))
+    from datetime import UTC
+
+    from ctloop.lake.hours import parse_flag
+
+    if not (args.interval and args.by):
+        raise ValueError("quality ack: give --interval (the blocked interval's start) and --by (who acknowledges)")
+    at = parse_flag("--at", args.at) if args.at else datetime.now(UTC)
+    return ctx.emit(acknowledge(ctx.lake, ctx.spec.name, parse_flag("--interval", args.interval), args.by,
+                                args.comment, at))
+
+
+def cmd_monitor(ctx: Context) -> int:
+    import contextlib
+
+    from ctloop.monitoring.monitor import monitor
+
+    with contextlib.redirect_stdout(sys.stderr):  # GX and MLflow print progress; stdout is the JSON summary's
+        result = monitor(ctx.spec, ctx.settings, ctx.lake, *ctx.interval(), reference=ctx.args.reference)
+    return ctx.emit(result)
 
 
 def cmd_evaluate(ctx: Context) -> int:
     from ctloop.evaluation.evaluate import evaluate
 
-    return ctx.emit(evaluate(ctx.spec, ctx.settings, ctx.lake, ctx.args.run_id))
+    try:
+        extra = json.loads(ctx.args.extra_slices or "null") or []
+    except ValueError as exc:
+        raise ValueError(f"--extra-slices: expected a JSON list of slices ({exc})") from None
+    if not isinstance(extra, list):
+        raise ValueError("--extra-slices: expected a JSON list of slices like {\"name\", \"field\", \"equals\"}")
+    return ctx.emit(evaluate(ctx.spec, ctx.settings, ctx.lake, ctx.args.run_id, extra_slices=extra))
 
 
 def cmd_register(ctx: Context) -> int:
@@ -405,11 +438,28 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", cmd_train, "train the pipeline's Keras model on a snapshot and log it to MLflow")
     train.add_argument("--dataset", required=True, help="training-set snapshot id (from `ctloop training-set`)")
 
-    quality = command("quality", cmd_quality, "Great Expectations checks of a training-set snapshot")
-    quality.add_argument("--dataset", required=True, help="training-set snapshot id")
+    quality = command("quality", cmd_quality, "Great Expectations checks of a training-set snapshot; the landed "
+                                              "intervals blocked for training, and their acknowledgement")
+    quality.add_argument("action", nargs="?", choices=["check", "blocks", "ack"], default="check",
+                         help="check (default): a snapshot's suite; blocks: every blocked interval and whether it "
+                              "was acknowledged; ack: release a blocked interval for training")
+    quality.add_argument("--dataset", help="check: training-set snapshot id")
+    quality.add_argument("--interval", help="ack: start of the blocked interval (ISO)")
+    quality.add_argument("--by", help="ack: who acknowledges (recorded)")
+    quality.add_argument("--comment", default="", help="ack: why the data may be trained on (recorded)")
+    quality.add_argument("--at", help="ack: when it was acknowledged (ISO; default now)")
+
+    mon = command("monitor", cmd_monitor, "judge a landed interval: drift against the champion's reference, data "
+                                          "quality, delayed-label performance (docs/monitoring.md)")
+    mon.add_argument("--start", required=True, help="interval start (inclusive), ISO date or datetime, whole hour")
+    mon.add_argument("--end", required=True, help="interval end (exclusive)")
+    mon.add_argument("--reference", metavar="SNAPSHOT",
+                     help="judge drift against this training-set snapshot (default: the champion's own)")
 
     evaluate = command("evaluate", cmd_evaluate, "score candidate and champion on the same holdout; apply the gate")
     evaluate.add_argument("--run-id", required=True, help="MLflow run id of the candidate (from `ctloop train`)")
+    evaluate.add_argument("--extra-slices", help="JSON list of slices ({name, field, equals | min, max}) the gate "
+                                                 "also checks: the retrain request's drifted slices")
 
     register = command("register", cmd_register, "infra-check and register a gated candidate as `challenger`")
     register.add_argument("--run-id", required=True)

@@ -65,11 +65,29 @@ def dag(spec: PipelineSpec, subject: str, *, schedule: Any, doc_md: str | None, 
 
 
 def default_args(spec: PipelineSpec, **extra: Any) -> dict[str, Any]:
-    return {"owner": spec.owner, "retries": 2, "retry_delay": timedelta(minutes=2), **extra}
+    """Owner and retries; and, when the spec names channels for ``task_failed``, Airflow notifiers that tell
+    them of a task that failed after its retries."""
+    args: dict[str, Any] = {"owner": spec.owner, "retries": 2, "retry_delay": timedelta(minutes=2)}
+    if any("task_failed" in c.on for c in spec.monitoring.alerts):
+        from ctloop.monitoring.alerts import task_failed
+
+        from ctloop_airflow.notifiers import notifiers
+
+        args["on_failure_callback"] = notifiers(spec, task_failed(spec.name), templated=True)
+    return {**args, **extra}
 
 
 def tags(spec: PipelineSpec, *more: str) -> list[str]:
     return ["ctloop", f"pipeline:{spec.name}", *more]
+
+
+def alert(spec: PipelineSpec, alert: Any, context: Any) -> int:
+    """Tell the spec's channels of ``alert`` (a ``ctloop.monitoring.alerts.Alert``, or None: nothing to say)."""
+    if alert is None or not spec.monitoring.alerts:
+        return 0
+    from ctloop_airflow.notifiers import send
+
+    return send(spec, alert, context)
 
 
 def decision(context: Any, line: str) -> None:

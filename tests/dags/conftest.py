@@ -46,9 +46,13 @@ def airflow_db() -> Path:
 
 
 def run_dag(dag_id: str, env: dict[str, str], conf: dict[str, Any] | None = None,
-            timeout: float = 900) -> dict[str, Any]:
-    """``dag.test()`` in a subprocess; returns its state, task states, XComs, note and asset events."""
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("run_dag.py")), dag_id, json.dumps(conf or {})],
+            timeout: float = 900, logical_date: str | None = None) -> dict[str, Any]:
+    """``dag.test()`` in a subprocess; returns its state, task states, XComs, note and asset events.
+
+    ``logical_date`` (ISO): the run's, so its data interval is the schedule's period before it."""
+    when = [logical_date] if logical_date else []
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("run_dag.py")), dag_id, json.dumps(conf or {}),
+                           *when],
                           env={**AIRFLOW_ENV, **env, "PYTHONPATH": str(ROOT / "plugins")}, capture_output=True,
                           text=True, timeout=timeout, check=False)
     marker = "CTLOOP-RESULT "

@@ -6,7 +6,7 @@ import json
 import sys
 
 
-def main(dag_id: str, conf: dict) -> None:
+def main(dag_id: str, conf: dict, logical_date: str | None = None) -> None:
     from airflow import settings
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.asset import AssetEvent, AssetModel
@@ -16,7 +16,12 @@ def main(dag_id: str, conf: dict) -> None:
     bag = DagBag(settings.DAGS_FOLDER)
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag(dag_id)
-    run = dag.test(run_conf=conf)
+    if logical_date:  # the run's data interval is the schedule's period before it, as for a scheduled run
+        from datetime import datetime
+
+        run = dag.test(run_conf=conf, logical_date=datetime.fromisoformat(logical_date))
+    else:
+        run = dag.test(run_conf=conf)
     session = settings.Session()
     run = session.merge(run)
     tasks = {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state)
@@ -32,4 +37,4 @@ def main(dag_id: str, conf: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], json.loads(sys.argv[2]))
+    main(sys.argv[1], json.loads(sys.argv[2]), *sys.argv[3:4])

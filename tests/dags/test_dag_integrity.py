@@ -47,8 +47,8 @@ def test_train_dag_schedule_and_wiring(dagbag) -> None:  # noqa: ANN001
     assert isinstance(dag.timetable, AssetOrTimeSchedule)
     uris = {asset.uri for asset in dag.timetable.asset_condition.objects}
     assert {"ctloop://fraud/features", "ctloop://fraud/retrain-requests"} <= uris
-    order = ["requests", "retrain_policy", "proceed", "training_set", "quality", "quality_ok", "train", "evaluate",
-             "gate_ok", "register", "registered", "deploy", "deployed"]
+    order = ["requests", "retrain_policy", "proceed", "training_set", "training_set_ok", "quality", "quality_ok",
+             "train", "evaluate", "gate_ok", "register", "registered", "deploy", "deployed"]
     for up, down in zip(order, order[1:], strict=False):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)
     finish = dag.get_task("retrain_finish")

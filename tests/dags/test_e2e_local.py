@@ -26,10 +26,12 @@ from tests.dags.conftest import run_dag
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory, broker: str, airflow_db: Path) -> dict:
+def loop(tmp_path_factory: pytest.TempPathFactory, broker: str, airflow_db: Path, mlflow_server: str) -> dict:
     tmp = tmp_path_factory.mktemp("dags-e2e")
     pipelines, _ = make_pipeline(tmp, **{"simulator.params.days": 3, "labels.maturity_days": 1})
-    settings = settings_for(tmp, broker, pipelines, spark_master="local[2]", spark_shuffle_partitions=4)
+    # MLflow: a monitor run without conf checks runs `ctloop monitor`, which asks the registry for the champion
+    settings = settings_for(tmp, broker, pipelines, spark_master="local[2]", spark_shuffle_partitions=4,
+                            mlflow_tracking_uri=mlflow_server)
     produced = produce(load_spec("fraud", pipelines), settings, events=2000, seed=11, bad_fraction=0.01)
     return {"settings": settings, "env": settings_env(settings), "messages": produced["messages"]}
 
@@ -75,14 +77,16 @@ def test_failed_check_becomes_a_retrain_request(loop: dict) -> None:
               {"name": "quality", "passed": True}]
     result = run_dag("fraud_monitor", loop["env"], {"checks": checks})
     assert result["state"] == "success" and result["tasks"]["request_retrain"] == "success"
+    assert result["tasks"]["monitor"] == "skipped"  # the conf's checks are the result: no monitoring job
     [event] = result["events"]
     assert event["uri"] == "ctloop://fraud/retrain-requests"
     assert event["extra"]["reason"] == "drift: share of drifted features 0.4 > 0.3"
     assert event["extra"]["source"] == "monitor"
     assert result["note"] == "ctloop:\n- retrain requested: drift: share of drifted features 0.4 > 0.3"
 
-    quiet = run_dag("fraud_monitor", loop["env"])
+    quiet = run_dag("fraud_monitor", loop["env"])  # no conf: `ctloop monitor` judges the last hour (nothing landed)
     assert quiet["state"] == "success" and quiet["tasks"]["request_retrain"] == "skipped" and quiet["events"] == []
+    assert quiet["tasks"]["monitor"] == "success"
 
 
 def test_train_request_inside_the_cooldown_is_refused_green_with_a_note(loop: dict) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 from ctloop.config.settings import Settings
 from ctloop.config.spec import (
     AggregationSpec,
+    AlertChannel,
     DeploySpec,
+    DriftSpec,
     EntitySpec,
     EvaluationSpec,
     EventSpec,
@@ -19,6 +21,9 @@ from ctloop.config.spec import (
     IngestSpec,
     LabelSpec,
     ModelSpec,
+    MonitoredQualitySpec,
+    MonitoringSpec,
+    PerformanceSpec,
     PipelineSpec,
     QualitySpec,
     RetrainSpec,
@@ -43,7 +48,8 @@ def test_every_spec_field_is_documented() -> None:
     models: list[type[BaseModel]] = [PipelineSpec, EventSpec, FieldSpec, LabelSpec, IngestSpec, SimulatorSpec,
                                      FeaturesSpec, EntitySpec, FeatureViewSpec, AggregationSpec, ModelSpec,
                                      EvaluationSpec, SliceSpec, GateSpec, QualitySpec, RetrainSpec, ServingSpec,
-                                     DeploySpec]
+                                     DeploySpec, MonitoringSpec, DriftSpec, MonitoredQualitySpec, PerformanceSpec,
+                                     AlertChannel]
     missing = {f"{m.__name__}.{name}" for m in models for name in m.model_fields if name not in documented}
     assert not missing, f"docs/pipeline-spec.md does not document: {sorted(missing)}"
 

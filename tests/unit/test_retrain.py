@@ -114,6 +114,8 @@ def test_finish_records_the_outcome_once_and_only_for_accepted_runs(ledger: Ledg
     assert outcome({"evaluation": {"passed": False, "reasons": ["pr_auc 0.1 < floor 0.2"]}}) == \
         "gate refused: pr_auc 0.1 < floor 0.2"
     assert outcome({"quality": {"passed": False, "reasons": ["label rate 0"]}}).startswith("quality refused")
+    assert outcome({"refused": "training on 2026-01-01 to 2026-02-01 refused: landed data blocked"}) == \
+        "training on 2026-01-01 to 2026-02-01 refused: landed data blocked"
 
 
 def test_requests_from_a_run() -> None:

@@ -18,6 +18,7 @@ SECRETS = {
     "mlflow_backend_store_uri": f"postgresql+psycopg2://mlflow:{PASSWORD}@db.internal:5432/mlflow",
     "airflow_db_uri": f"postgresql+psycopg2://airflow:{PASSWORD}@db.internal:5432/airflow",
     "serving_token": PASSWORD,
+    "smtp_url": f"smtp://alerts:{PASSWORD}@mail.internal:587?from_email=ctloop%40example.com",
 }
 
 

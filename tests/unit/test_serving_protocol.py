@@ -186,6 +186,33 @@ def test_concurrent_requests_share_batches_up_to_the_size() -> None:
     assert 6 in calls and all(c <= 4 for c in calls if c != 6)  # the 6-row request alone, the rest at most 4
 
 
+def test_a_request_that_comes_alone_is_scored_without_waiting_for_company() -> None:
+    """Waiting for company only when it comes: with a 10 s wait, a request into a quiet server is
+    answered well inside it (the 5 s limit), a burst fills one batch, and a request that follows
+    another within the wait still waits for the next one and shares its batch."""
+    calls: list[int] = []
+
+    def score(rows: list[dict[str, Any]]) -> list[int]:
+        calls.append(len(rows))
+        return [0] * len(rows)
+
+    async def scenario() -> None:
+        batcher = Batcher(score, max_batch_size=8, max_wait_ms=10_000)
+        batcher.start()
+        try:
+            await asyncio.wait_for(batcher.submit([{}]), 5)  # alone: no wait
+            await asyncio.wait_for(asyncio.gather(*[batcher.submit([{}]) for _ in range(8)]), 5)  # a full batch
+            follower = asyncio.ensure_future(batcher.submit([{}]))  # 0.x s after the burst: traffic, so it waits
+            await asyncio.sleep(0.3)
+            assert not follower.done()
+            await asyncio.wait_for(asyncio.gather(follower, *[batcher.submit([{}]) for _ in range(7)]), 5)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [1, 8, 8]
+
+
 def test_a_failed_batch_fails_its_requests_and_the_next_batch_works() -> None:
     def score(rows: list[dict[str, Any]]) -> list[int]:
         if any(r.get("bad") for r in rows):
@@ -250,3 +277,18 @@ def test_the_lander_accepts_what_the_server_logs(spec: PipelineSpec) -> None:
     landed = codec.to_table([value]).to_pylist()[0]
     assert landed["request_id"] == "abc" and landed["decision"] == 1 and landed["client_id"] is None
     assert json.loads(landed["features"]) == {"amount": 12.5, "card_spend_1h": None, "channel": "pos"}
+
+
+def test_served_rows_become_the_same_model_inputs_as_a_training_frame() -> None:
+    """Serving hands ``to_inputs`` column lists (no DataFrame per request); they must give training's arrays,
+    nulls, NaN, bools, numeric strings and junk included."""
+    import pandas as pd
+    from ctloop.training.model import to_inputs
+
+    kinds = {"n": "number", "m": "number", "s": "string"}
+    columns = {"n": [1, None, 2.5, float("nan"), np.float64(3)], "m": [True, None, "3", "x", 2.5],
+               "s": ["x", None, 1.5, float("nan"), True]}
+    served, trained = to_inputs(kinds, columns), to_inputs(kinds, pd.DataFrame(columns))
+    for name in kinds:
+        assert served[name].shape == trained[name].shape == (5, 1) and served[name].dtype == trained[name].dtype
+        np.testing.assert_array_equal(served[name], trained[name])

@@ -23,10 +23,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 STACK_GROUPS = ("broker", "mlflow", "airflow", "serving")
 ENV_PREFIX = "CTLOOP_"
 # Settings whose value may hold a password: never shown (SecretStr) in repr, errors, logs or JSON.
-SECRET_SETTINGS = frozenset({"feast_redis", "mlflow_backend_store_uri", "airflow_db_uri", "serving_token"})
+SECRET_SETTINGS = frozenset({"feast_redis", "mlflow_backend_store_uri", "airflow_db_uri", "serving_token",
+                             "smtp_url"})
 # CTLOOP_* variables that are deliberately not settings: the k8s ConfigMap (k8s/base/settings.env) and the
 # serving Deployments set them for the pushgateway, serving and deploy side, and every ctloop pod gets them.
-NOT_SETTINGS = frozenset({"CTLOOP_PUSHGATEWAY_URL", "CTLOOP_SERVING_SERVICE", "CTLOOP_SERVING_SLOT"})
+NOT_SETTINGS = frozenset({"CTLOOP_SERVING_SERVICE", "CTLOOP_SERVING_SLOT"})
 # Variables Kubernetes injects into every pod for each Service of its namespace (service links), e.g. for
 # ctloop-mlflow: CTLOOP_MLFLOW_SERVICE_HOST, CTLOOP_MLFLOW_SERVICE_PORT[_HTTP], CTLOOP_MLFLOW_PORT=tcp://…,
 # CTLOOP_MLFLOW_PORT_5000_TCP[_PROTO|_PORT|_ADDR].
@@ -161,6 +162,13 @@ class Settings(BaseSettings):
     serving_fault_injection: bool = Field(
         False, description="Enable POST /admin/faults on serving slots (a share of infer calls answer 500), for "
                            "rollback tests; never in production.")
+    pushgateway_url: str = Field(
+        "", description="Prometheus Pushgateway the monitor job pushes its figures to (kubernetes: "
+                        "http://ctloop-pushgateway:9091); unset: they are written next to its reports in the lake.")
+    smtp_url: SecretStr = Field(
+        SecretStr(""), description="SMTP server of e-mail alerts as an Airflow connection URI, e.g. "
+                                   "smtp://user:pass@mail:587?from_email=ctloop%40example.com; the local stack sets "
+                                   "the connection smtp_default from it (secret).")
 
     @field_validator("lake_uri")
     @classmethod

@@ -287,6 +287,63 @@ class DeploySpec(_Strict):
                                                        "ready (a rollout, in kubernetes) before the deploy is refused.")
 
 
+DriftTest = Literal["auto", "ks", "chisquare", "psi", "wasserstein", "jensenshannon"]
+
+
+class DriftSpec(_Strict):
+    features: list[str] | None = Field(
+        None, description="Columns judged (default: every model input: the features and request fields).")
+    stattest: DriftTest = Field("auto", description="Per-feature test: auto is KS for numbers, chi-square for "
+                                                    "categories; psi, wasserstein and jensenshannon are distances.")
+    per_feature: dict[str, DriftTest] = Field(default_factory=dict, description="Test overrides by column.")
+    correction: Literal["benjamini_hochberg", "bonferroni", "none"] = Field(
+        "benjamini_hochberg", description="Multiple-testing correction over the features' p-values.")
+    alpha: float = Field(0.01, gt=0, lt=1, description="Significance after correction (FDR or family-wise).")
+    effect_size_floor: float = Field(0.1, ge=0, description="A feature drifts only if its effect size (PSI, "
+                                                             "normed Wasserstein, JS distance) is at least this.")
+    drift_share: float = Field(0.0, ge=0, lt=1, description="Dataset drift when more than this share of the "
+                                                            "judged features drift (0: any one feature).")
+    min_samples: int = Field(500, ge=10, description="Fewer current rows than this: no verdict (passed, said so).")
+    sample_size: int = Field(50_000, ge=1000, description="Rows sampled from each side for the statistic.")
+    prediction_drift: bool = Field(True, description="Also judge the served scores against the reference scores.")
+
+
+class MonitoredQualitySpec(_Strict):
+    action: Literal["retrain", "alert", "block"] = Field(
+        "block", description="What a landed interval failing its suite does: request a retrain, alert only, or "
+                             "block training on it until a person acknowledges it in Airflow.")
+    max_null_fraction: float = Field(0.0, ge=0, le=1, description="Largest share of nulls in a required field.")
+    freshness: Duration = Field("2h", description="The newest landed event may lag the interval's end by this.")
+    volume_tolerance: float = Field(0.5, gt=0, le=10, description="Row count may differ from the median of recent "
+                                                                  "intervals by this share.")
+    volume_history: int = Field(7, ge=1, description="How many earlier intervals form the volume norm.")
+
+
+class PerformanceSpec(_Strict):
+    metric: Literal["pr_auc", "recall_at_threshold"] = Field("pr_auc", description="Realized metric compared.")
+    max_decay: float = Field(0.2, ge=0, le=1, description="Relative drop below the champion's holdout figure "
+                                                          "that requests a retrain.")
+    min_positives: int = Field(20, ge=1, description="Fewer matured positives than this: no verdict.")
+    window: Duration = Field("7d", description="Predictions judged: those whose label matured in the last window "
+                                               "(or the monitored interval, if longer) before the interval's end.")
+
+
+class AlertChannel(_Strict):
+    kind: Literal["email", "slack", "webhook"]
+    to: list[str] = Field(default_factory=list, description="E-mail recipients (kind email).")
+    url: str | None = Field(None, description="Webhook URL, or the Airflow connection id holding it (slack, webhook).")
+    on: list[Literal["drift", "quality", "performance", "gate_refused", "rollback", "task_failed"]] = Field(
+        default_factory=lambda: ["drift", "quality", "performance", "gate_refused", "rollback", "task_failed"])
+
+
+class MonitoringSpec(_Strict):
+    schedule: str = Field("@hourly", description="How often the monitor DAG judges the last interval.")
+    drift: DriftSpec = DriftSpec()
+    quality: MonitoredQualitySpec = MonitoredQualitySpec()
+    performance: PerformanceSpec = PerformanceSpec()
+    alerts: list[AlertChannel] = Field(default_factory=list)
+
+
 class PipelineSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     description: str = ""
@@ -304,6 +361,7 @@ class PipelineSpec(_Strict):
     retrain: RetrainSpec = RetrainSpec()
     serving: ServingSpec = ServingSpec()
     deploy: DeploySpec = DeploySpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PipelineSpec:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ctloop.config.settings import Settings
-from ctloop.config.spec import PipelineSpec, duration_seconds
+from ctloop.config.spec import PipelineSpec, SliceSpec, duration_seconds
 from ctloop.evaluation.gate import decide
 from ctloop.evaluation.metrics import flat_metrics, metric_table, paired_bootstrap
 from ctloop.lake.store import Lake
@@ -103,7 +103,31 @@ def _plots(spec: PipelineSpec, y: np.ndarray, curves: dict[str, np.ndarray]) -> 
     return figures
 
 
-def evaluate(spec: PipelineSpec, settings: Settings, lake: Lake, run_id: str) -> dict[str, Any]:
+def with_extra_slices(spec: PipelineSpec, extra: list[dict[str, Any]] | None, columns: Any) -> tuple[
+        PipelineSpec, list[str]]:
+    """The spec with a retrain request's slices (its evidence: where drift or decay was seen) added to
+    ``evaluation.slices``, so the gate also holds the candidate to the champion there; and notes on those
+    not evaluated (a field the holdout lacks). A name the spec declares keeps the spec's definition."""
+    declared = {cut.name for cut in spec.evaluation.slices}
+    added, notes = [], []
+    for raw in extra or []:
+        cut = SliceSpec.model_validate(raw)
+        if cut.name in declared:
+            continue
+        if cut.field not in columns:
+            notes.append(f"slice {cut.name} from the retrain evidence not evaluated: the holdout has no {cut.field!r}")
+            continue
+        declared.add(cut.name)
+        added.append(cut)
+    if not added:
+        return spec, notes
+    evaluation = spec.evaluation.model_copy(update={"slices": [*spec.evaluation.slices, *added]})
+    return spec.model_copy(update={"evaluation": evaluation}), notes
+
+
+def evaluate(spec: PipelineSpec, settings: Settings, lake: Lake, run_id: str,
+             extra_slices: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``extra_slices``: slice definitions from the retrain request's evidence, gated like the spec's own."""
     import matplotlib.pyplot as plt
     import mlflow
 
@@ -115,6 +139,7 @@ def evaluate(spec: PipelineSpec, settings: Settings, lake: Lake, run_id: str) ->
         raise ValueError(f"run {run_id} is not a {spec.name!r} training run with a logged model")
     manifest, frame = load_snapshot(lake, spec, tags["ctloop.snapshot_id"])
     holdout = split_by_time(spec, frame, datetime.fromisoformat(manifest["end"]))[2]
+    spec, slice_notes = with_extra_slices(spec, extra_slices, holdout.columns)
     y = holdout[spec.labels.target].to_numpy(dtype="int64")
     print(f"[evaluate] scoring the candidate on {len(holdout)} holdout rows ({int(y.sum())} positives)",
           file=sys.stderr, flush=True)
@@ -122,7 +147,7 @@ def evaluate(spec: PipelineSpec, settings: Settings, lake: Lake, run_id: str) ->
     candidate = metric_table(spec, holdout, candidate_scores)
     champion_version = current_version(mlflow_client, spec.registered_model, "champion")
     champion, champion_note, curves = None, "no champion yet", {"candidate": candidate_scores}
-    champion_error, improvement, notes = None, {}, []
+    champion_error, improvement, notes = None, {}, list(slice_notes)
     if champion_version is not None:
         try:
             champion_scores = _scores(f"models:/{spec.registered_model}@champion", holdout)

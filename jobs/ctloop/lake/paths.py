@@ -149,3 +149,48 @@ def deploy_prefix(pipeline: str) -> str:
 def deploy_record(pipeline: str, deploy_id: str, seq: int, kind: str) -> str:
     """One step of a deploy (started, refused, switched, rolled_back, promoted, …), named to list in order."""
     return f"{deploy_prefix(pipeline)}/{deploy_id}/{seq:02d}-{kind}.json"
+
+
+# -- monitoring: data quality -------------------------------------------------------------------------
+def _stamp(at: datetime) -> str:
+    return f"{at:%Y%m%dT%H%M%S}"
+
+
+def quality_docs_prefix(pipeline: str, interval_start: datetime) -> str:
+    """The Great Expectations Data Docs of one judged interval (``index.html`` and its pages), for people."""
+    return f"_monitoring/{pipeline}/quality/docs/{_stamp(interval_start)}"
+
+
+def quality_volume_prefix(pipeline: str, stream: str) -> str:
+    """One record per judged interval of a stream: how many events landed (the volume norm reads them back)."""
+    return f"_state/quality/{pipeline}/volume/{stream}"
+
+
+def quality_volume_record(pipeline: str, stream: str, interval_start: datetime) -> str:
+    return f"{quality_volume_prefix(pipeline, stream)}/{_stamp(interval_start)}.json"
+
+
+def quality_blocks_prefix(pipeline: str) -> str:
+    """Intervals whose landed data failed its suite under ``action: block``: training refuses them."""
+    return f"_state/quality/{pipeline}/blocked"
+
+
+def quality_block_path(pipeline: str, interval_start: datetime) -> str:
+    """The block of one interval: created once, never rewritten."""
+    return f"{quality_blocks_prefix(pipeline)}/{_stamp(interval_start)}.json"
+
+
+def quality_ack_path(pipeline: str, interval_start: datetime) -> str:
+    """A person's acknowledgement of a blocked interval (who, when, why): created once; it un-blocks training."""
+    return f"_state/quality/{pipeline}/acknowledged/{_stamp(interval_start)}.json"
+
+
+# -- monitoring: the monitor command ------------------------------------------------------------------
+def monitor_prefix(pipeline: str, start: datetime, end: datetime) -> str:
+    """One judged interval's result (``result.json``), drift reports (``*.html``) and metrics (``metrics.prom``)."""
+    return f"_monitoring/{pipeline}/intervals/{_stamp(start)}-{_stamp(end)}"
+
+
+def reference_scores_path(pipeline: str, snapshot_id: str, version: str) -> str:
+    """Model ``version``'s scores of its reference sample of snapshot ``snapshot_id`` (computed once, then read)."""
+    return f"_state/monitoring/{pipeline}/reference_scores/{snapshot_id}-v{version}.parquet"

@@ -99,14 +99,62 @@ def deploy_line(result: dict[str, Any] | None) -> str:
 def reasons_from_checks(result: dict[str, Any] | None) -> list[str]:
     """Failed monitoring checks as retrain reasons.
 
-    The monitoring result: ``{"checks": [{"name": str, "passed": bool, "detail": str}, ...]}`` (what
-    the monitoring job will print; today the monitor DAG's run conf carries it).
+    The monitoring result: ``{"checks": [{"name": str, "passed": bool, "detail": str, "evidence": {...}}, ...]}``
+    (what ``ctloop monitor`` prints, or the monitor DAG's run conf). A check whose evidence names an
+    ``action`` other than ``retrain`` is reported but requests nothing.
     """
     checks = (result or {}).get("checks") or []
     if not isinstance(checks, list):
         raise ValueError("checks: expected a list of {name, passed, detail}")
-    return [f"{c.get('name', '?')}: {c.get('detail') or 'failed'}" for c in checks if not c.get("passed", False)]
+    return [f"{c.get('name', '?')}: {c.get('detail') or 'failed'}" for c in checks
+            if not c.get("passed", False) and asks_retrain(c)]
+
+
+def asks_retrain(check: dict[str, Any]) -> bool:
+    """A failed check requests a retrain unless its evidence says otherwise: a quality check under
+    ``monitoring.quality.action`` ``alert`` (reported only) or ``block`` (training waits for a person)."""
+    return (check.get("evidence") or {}).get("action", "retrain") == "retrain"
 
 
 def _num(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "?"
+
+
+def training_set_verdict(result: dict[str, Any] | None) -> tuple[bool, str | None]:
+    """Whether ``ctloop training-set`` built a snapshot; when it refused (landed data blocked by a failed
+    quality suite and not acknowledged), the note's line saying why and how to release it."""
+    if result and result.get("refused"):
+        return False, result.get("reason") or "training set refused: no reason given"
+    return True, None
+
+
+def quality_block(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The block a monitor run's quality checks raised (``monitoring.quality.action: block``), as the approval
+    task shows it: the interval, its failed streams, the Data Docs, a subject and a Markdown body; None if none."""
+    blocked = [c for c in (result or {}).get("checks") or []
+               if not c.get("passed", False) and (c.get("evidence") or {}).get("blocked")]
+    if not blocked:
+        return None
+    evidence = blocked[0]["evidence"]
+    start, end = evidence["interval"]
+    lines = [f"- **{c['name']}**: {c.get('detail') or 'failed'}" for c in blocked]
+    docs = evidence.get("data_docs")
+    body = "\n".join([f"Landed data of `{start}` to `{end}` failed its data-quality suite, so training on it is "
+                      "blocked.", "", *lines, "",
+                      *([f"Data Docs: {docs}", ""] if docs else []),
+                      "**Approve** to acknowledge it: the interval may be trained on again, and your name, the time "
+                      "and your comment are recorded. **Reject** keeps it blocked (`ctloop quality ack` can still "
+                      "release it later)."])
+    return {"interval": start, "end": end, "streams": [c["name"] for c in blocked], "data_docs": docs,
+            "record": evidence["blocked"], "subject": f"Training blocked: landed data of {start} failed its "
+                                                      "quality suite", "body": body}
+
+
+def acknowledged_line(result: dict[str, Any] | None) -> str:
+    """The monitor run's line once a person acknowledged a blocked interval (``ctloop quality ack``'s result)."""
+    if not result:
+        return "acknowledgement: no result"
+    comment = f": {result['comment']}" if result.get("comment") else ""
+    again = " (already acknowledged before)" if result.get("already") else ""
+    return (f"blocked interval {result.get('start')} to {result.get('end')} acknowledged by {result.get('by')} at "
+            f"{result.get('acknowledged_at')}{again}{comment}; training may use it")

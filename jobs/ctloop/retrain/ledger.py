@@ -42,6 +42,7 @@ from ctloop.retrain.policy import (
     accepted_at,
     decide_run,
     outcome,
+    signals,
     summary,
 )
 
@@ -239,17 +240,26 @@ def record_decisions(ledger: Ledger, policy: Policy, requests: list[RetrainReque
 
 def record_finish(ledger: Ledger, *, pipeline: str, run_id: str, results: dict[str, Any],
                   now: datetime) -> dict[str, Any]:
-    """Close an accepted run in the ledger (no-op for a run that was refused or already closed)."""
+    """Close an accepted run in the ledger (no-op for a run that was refused or already closed).
+
+    The record links the signals that caused the run (``signals``: who asked, which checks failed) to the
+    model version it registered (``model``, ``model_version``; None when it registered none).
+    """
     run = ledger.run(run_id)
     if run is not None:
-        accepted = any(d["outcome"] == "accepted" for d in run["decisions"])
+        decisions = run["decisions"]
+        accepted = any(d["outcome"] == "accepted" for d in decisions)
     else:  # decided, but stopped before its run record: the chain's head may still be it
         head = ledger.head()
         accepted = head is not None and head["run_id"] == run_id
+        decisions = head["decisions"] if accepted else []
     if not accepted:
         return {"run_id": run_id, "recorded": False, "why": "run was not accepted"}
+    registered = results.get("registered") or {}
     record = {"kind": "finished", "pipeline": pipeline, "run_id": run_id, "outcome": outcome(results),
-              "run_after": parse_time(now).isoformat()}
+              "run_after": parse_time(now).isoformat(), "signals": signals(decisions, run_id),
+              "model": registered.get("model"),
+              "model_version": str(registered["version"]) if registered.get("version") is not None else None}
     if not ledger.finish(record, now):
         return {"run_id": run_id, "recorded": False, "why": "closed already"}
     return {**record, "recorded": True}

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from ctloop.config.spec import RetrainSpec, duration_seconds
 from ctloop.lake.hours import parse_time
+from ctloop.orchestration.notes import asks_retrain
 
 Outcome = Literal["accepted", "refused", "merged"]
 SOURCES = ("schedule", "features", "api", "manual", "kafka", "monitor")
@@ -52,6 +53,8 @@ class RetrainRequest:
     requested_at: datetime
     source: str = "api"
     client_requested_at: datetime | None = None
+    # why, in figures: the failed monitoring checks ``{"checks": [{name, detail, evidence}], "slices": [...]}``
+    evidence: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, pipeline: str | None = None) -> RetrainRequest:
@@ -67,10 +70,13 @@ class RetrainRequest:
         claimed = data.get("client_requested_at")
         return cls(pipeline=name, reason=str(data["reason"])[:500], requested_by=str(data.get("requested_by") or "?"),
                    requested_at=parse_time(data["requested_at"]), source=source,
-                   client_requested_at=parse_time(claimed) if claimed else None)
+                   client_requested_at=parse_time(claimed) if claimed else None,
+                   evidence=data.get("evidence") if isinstance(data.get("evidence"), dict) else None)
 
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "requested_at": self.requested_at.isoformat()}
+        if self.evidence is None:
+            del data["evidence"]
         if self.client_requested_at is None:
             del data["client_requested_at"]
         else:
@@ -230,7 +236,18 @@ def outcome(results: dict[str, Any]) -> str:
     quality = results.get("quality")
     if quality and not quality.get("passed"):
         return "quality refused: " + "; ".join(quality.get("reasons") or ["no reason given"])
+    if results.get("refused"):  # the training-set step refused landed data blocked by a failed quality suite
+        return results["refused"]
     return "failed before registration (see the task logs)"
+
+
+def signals(decisions: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    """The requests run ``run_id`` answered (accepted, or merged into it): who asked, why, and the names of
+    the checks in their evidence: the ledger's link from a signal to the training run."""
+    return [{"requested_by": d["request"].get("requested_by"), "source": d["request"].get("source"),
+             "reason": d["request"].get("reason"),
+             "checks": [c.get("name") for c in (d["request"].get("evidence") or {}).get("checks") or []]}
+            for d in decisions if d.get("outcome") == "accepted" or d.get("merged_into") == run_id]
 
 
 def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf: dict[str, Any] | None,
@@ -258,7 +275,8 @@ def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf
     elif run_type == "manual":
         requests.append({"reason": conf.get("reason") or "manual trigger (no reason given)",
                          "requested_by": conf.get("requested_by") or triggered_by or "api",
-                         "requested_at": at, "source": "api", **_claimed(conf.get("requested_at"))})
+                         "requested_at": at, "source": "api", **_claimed(conf.get("requested_at")),
+                         **_evidence(conf)})
     for event in events:
         extra = event.get("extra") or {}
         payload = extra.get("payload") if isinstance(extra.get("payload"), dict) else extra
@@ -271,7 +289,7 @@ def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf
             source = payload.get("source") or ("kafka" if extra.get("from_trigger") else "monitor")
             requests.append({"reason": payload.get("reason") or "retrain requested",
                              "requested_by": payload.get("requested_by") or source, "requested_at": when,
-                             "source": source if source in SOURCES else "api", **claimed})
+                             "source": source if source in SOURCES else "api", **claimed, **_evidence(payload)})
     if not requests:  # any other kind of run (a backfill, a test) still asks for something
         requests.append({"reason": conf.get("reason") or f"{run_type} run", "requested_by": triggered_by or run_type,
                          "requested_at": at, "source": "api"})
@@ -279,6 +297,49 @@ def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf
         r["pipeline"] = pipeline
         r["requested_at"] = parse_time(r["requested_at"]).isoformat()
     return requests
+
+
+def _evidence(payload: dict[str, Any]) -> dict[str, Any]:
+    """A request's evidence (the monitor DAG's failed checks), when it carries one."""
+    evidence = payload.get("evidence")
+    return {"evidence": evidence} if isinstance(evidence, dict) and evidence else {}
+
+
+def evidence_from_checks(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The evidence a monitoring result's failed checks give a retrain request: each check (name, detail,
+    evidence) and the slices they name (``evidence.slices``), which the new model's gate also checks."""
+    failed = [c for c in (result or {}).get("checks") or [] if not c.get("passed", False) and asks_retrain(c)]
+    slices: dict[str, dict[str, Any]] = {}
+    for check in failed:
+        for cut in (check.get("evidence") or {}).get("slices") or []:
+            if isinstance(cut, dict) and cut.get("name"):
+                slices.setdefault(cut["name"], cut)
+    return {"checks": [{k: c.get(k) for k in ("name", "detail", "evidence")} for c in failed],
+            "slices": list(slices.values())}
+
+
+def extra_slices(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The slices a run's requests' evidence names (first definition of a name wins): the gate's extra slices."""
+    found: dict[str, dict[str, Any]] = {}
+    for request in requests:
+        for cut in (request.get("evidence") or {}).get("slices") or []:
+            found.setdefault(cut["name"], cut)
+    return list(found.values())
+
+
+def evidence_lines(requests: list[dict[str, Any]]) -> list[str]:
+    """The run note's account of why: each failed check behind a request, with its report links."""
+    lines = []
+    for request in requests:
+        for check in (request.get("evidence") or {}).get("checks") or []:
+            links = [v for k, v in (check.get("evidence") or {}).items()
+                     if isinstance(v, str) and (k.endswith("report") or k.endswith("url") or k.endswith("docs"))]
+            lines.append(f"evidence from {request.get('requested_by', '?')}: {check.get('name')}: "
+                         f"{check.get('detail')}" + (f" ({', '.join(links)})" if links else ""))
+    slices = extra_slices(requests)
+    if slices:
+        lines.append("the gate also checks the slices the evidence names: " + ", ".join(c["name"] for c in slices))
+    return lines
 
 
 def _claimed(value: Any) -> dict[str, str]:

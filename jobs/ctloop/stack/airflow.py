@@ -99,6 +99,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "PYTHONUNBUFFERED": "1",
     })
+    smtp = settings.smtp_url.get_secret_value()
+    if smtp:  # e-mail alerts: SmtpNotifier uses the connection smtp_default (docs/monitoring.md, "Alerts")
+        env["AIRFLOW_CONN_SMTP_DEFAULT"] = smtp
     return env
 
 

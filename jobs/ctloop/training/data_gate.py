@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from ctloop.config.spec import PipelineSpec
@@ -49,29 +50,71 @@ def expectations(spec: PipelineSpec) -> list[Any]:
     return suite
 
 
-def _describe(result: Any) -> str:
-    config = result.expectation_config
-    kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
-    observed = {k: v for k, v in result.result.items()
-                if k in ("observed_value", "unexpected_count", "unexpected_percent", "partial_unexpected_list")
-                and v not in (None, [])}
-    return f"{config.type}({', '.join(f'{k}={v}' for k, v in kwargs.items())}): {observed}"
+class Suites:
+    """Great Expectations suites run on pandas frames in one ephemeral context (nothing written to disk) that
+    can render their Data Docs: shared by the training-set gate and the monitor's landed-data checks."""
+
+    def __init__(self, name: str) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self._gx = gx
+        self._context = gx.get_context(mode="ephemeral")
+        self._context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self._source = self._context.data_sources.add_pandas(name)
+
+    def validate(self, asset: str, suite_name: str, expectations: list[Any], frame: Any, run_name: str) -> Any:
+        """The suite's validation result on ``frame`` (named ``asset`` in the Data Docs); failed expectations
+        are results, never exceptions."""
+        gx = self._gx
+        batch = self._source.add_dataframe_asset(asset).add_batch_definition_whole_dataframe(suite_name)
+        suite = self._context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+        validation = self._context.validation_definitions.add(
+            gx.ValidationDefinition(name=run_name, data=batch, suite=suite))
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        return validation.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+
+    def data_docs(self, directory: Path) -> Path:
+        """Render the Data Docs of every validation run so far into ``directory``; the path of its index.html."""
+        self._context.add_data_docs_site("ctloop", {
+            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(directory)}})
+        self._context.build_data_docs(site_names=["ctloop"])
+        return directory / "index.html"
+
+
+def failures(result: Any) -> list[dict[str, Any]]:
+    """The failed expectations of a validation result: what was expected, of which column, and what was seen."""
+    found = []
+    for r in result.results:
+        if r.success:
+            continue
+        config = r.expectation_config
+        kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "column")}
+        shown = {"partial_unexpected_list": lambda v: v[:5], "unexpected_percent": lambda v: round(v, 2)}
+        observed = {k: shown.get(k, lambda v: v)(v) for k, v in r.result.items()
+                    if k in ("observed_value", "unexpected_count", "unexpected_percent", "partial_unexpected_list")
+                    and v not in (None, [])}
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            observed["error"] = r.exception_info.get("exception_message")
+        found.append({"expectation": config.type, "column": config.kwargs.get("column"), "kwargs": kwargs,
+                      "observed": observed})
+    return found
+
+
+def describe(failure: dict[str, Any]) -> str:
+    """One failed expectation in a line, as the run note and the command's reasons show it."""
+    args = ({"column": failure["column"]} if failure["column"] else {}) | failure["kwargs"]
+    return f"{failure['expectation']}({', '.join(f'{k}={v}' for k, v in args.items())}): {failure['observed']}"
 
 
 def check_snapshot(spec: PipelineSpec, lake: Lake, snapshot_id: str) -> dict[str, Any]:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
     manifest, frame = load_snapshot(lake, spec, snapshot_id)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (context.data_sources.add_pandas("training_sets").add_dataframe_asset(spec.name)
-             .add_batch_definition_whole_dataframe("snapshot"))
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{spec.name}_training_set", expectations=expectations(spec)))
-    validation = context.validation_definitions.add(gx.ValidationDefinition(name=snapshot_id, data=batch, suite=suite))
-    result = validation.run(batch_parameters={"dataframe": frame})
-    failed = [_describe(r) for r in result.results if not r.success]
+    result = Suites("training_sets").validate(spec.name, f"{spec.name}_training_set", expectations(spec), frame,
+                                              snapshot_id)
+    failed = [describe(f) for f in failures(result)]
     print(f"[quality] snapshot {snapshot_id}: {len(result.results) - len(failed)}/{len(result.results)} expectations "
           f"met" + (f"; failed: {'; '.join(failed)}" if failed else ""), file=sys.stderr, flush=True)
     return {"snapshot_id": snapshot_id, "passed": bool(result.success), "rows": manifest["row_count"],

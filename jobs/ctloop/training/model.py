@@ -9,7 +9,7 @@ serving must apply, and a pipeline that needs another architecture names its own
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -43,20 +43,34 @@ def input_kinds(spec: PipelineSpec) -> dict[str, str]:
     return kinds
 
 
-def to_inputs(kinds: dict[str, str], frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The frame's columns as named model inputs, shaped (n, 1): strings as objects (null → ""), numbers as
-    float32 (null → NaN, which the model reads as missing)."""
-    missing = [c for c in kinds if c not in frame.columns]
+def to_inputs(kinds: dict[str, str], frame: pd.DataFrame | Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+    """The columns as named model inputs, shaped (n, 1): strings as objects (null → ""), numbers as float32
+    (null or not a number → NaN, which the model reads as missing). ``frame`` is a DataFrame (training,
+    evaluation) or a mapping of column lists (serving: a few rows, where building a DataFrame would cost
+    more than the model call); both give the same arrays."""
+    missing = [c for c in kinds if c not in frame]
     if missing:
         raise ValueError(f"the data lacks model inputs {missing} (the model reads {list(kinds)})")
     out = {}
     for name, kind in kinds.items():
         column = frame[name]
-        if kind == "string":
+        if not isinstance(column, pd.Series):
+            out[name] = _list_input(column, kind)
+        elif kind == "string":
             out[name] = column.astype("string").fillna("").to_numpy(dtype=object).reshape(-1, 1)
         else:
             out[name] = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float32").reshape(-1, 1)
     return out
+
+
+def _list_input(values: Sequence[Any], kind: str) -> np.ndarray:
+    if kind == "string":
+        return np.array([["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)]
+                         for v in values], dtype=object).reshape(-1, 1)
+    if all(v is None or (isinstance(v, int | float | np.number) and not isinstance(v, bool)) for v in values):
+        return np.array([np.nan if v is None else v for v in values], dtype="float32").reshape(-1, 1)
+    numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
+    return numbers.to_numpy(dtype="float32").reshape(-1, 1)
 
 
 def score(model: keras.Model, kinds: dict[str, str], frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:

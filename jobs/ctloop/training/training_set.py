@@ -11,6 +11,10 @@ guessed, positive or not.
 The snapshot id is a hash of everything that decides its content (spec, interval, as-of, and the
 curated partitions it read), so the same inputs give the same id and an existing snapshot is never
 rewritten; new late data gives a new id.
+
+Landed data that failed its quality suite under ``monitoring.quality.action: block`` is refused until a
+person acknowledges it (``monitoring.blocks``): the command then reports ``refused`` with the reason and
+builds nothing, and the train DAG stops there with the reason in its note.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from ctloop.config.settings import Settings
 from ctloop.config.spec import PipelineSpec, SpecError, duration_seconds
 from ctloop.ingest.manifests import label_watermark, landed_span, source_offsets
-from ctloop.lake.hours import hours
+from ctloop.lake.hours import hours, parse_time
 from ctloop.lake.paths import (
     clean_marker,
     clean_markers_prefix,
@@ -35,6 +39,7 @@ from ctloop.lake.paths import (
     snapshots_prefix,
 )
 from ctloop.lake.store import Lake
+from ctloop.monitoring.blocks import refusal, unacknowledged
 
 
 def _curated_table(lake: Lake, spec: PipelineSpec, stream: str, columns: list[str], start: datetime | None,
@@ -67,6 +72,13 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
     # labels as known now (the label stream's watermark), unless the caller fixes a point in time
     as_of = as_of or max(end, watermark or end)
     horizon = min(as_of, watermark) if watermark is not None else None
+    blocking = [b for b in unacknowledged(lake, spec.name, start, as_of)
+                if parse_time(b["start"]) < end or spec.labels.events in b["streams"]]  # labels are read to as_of
+    if blocking:
+        reason = refusal(spec.name, start, end, blocking)
+        print(f"[training-set] {reason}", file=sys.stderr, flush=True)
+        return {"refused": True, "reason": reason, "blocked": [b["record"] for b in blocking], "pipeline": spec.name,
+                "start": start.isoformat(), "end": end.isoformat()}
     primary = spec.events[spec.primary]
     label_stream = spec.events[spec.labels.events]
     join = spec.labels.join_key

@@ -1,0 +1,106 @@
+"""``ctloop monitor``: judge one landed interval with every check, and keep what was found where people look.
+
+Drift (``monitoring.drift``) against the reference (``monitoring.reference``: the champion's training
+snapshot unless another is named), data quality of the landed streams (``monitoring.quality``, Great
+Expectations) and realized performance on matured labels (``monitoring.performance``). What it keeps:
+
+* the result, ``{"checks", "interval", "reference", "reports"}``, and the drift reports (Evidently HTML)
+  under ``monitor_prefix`` in the lake; the quality checks link their Data Docs;
+* the drift reports logged to the MLflow run of the model they judge (the champion version's run), under
+  ``monitoring/<interval>/``;
+* the key figures for Prometheus: pushed to ``CTLOOP_PUSHGATEWAY_URL`` (the kubernetes runtime), and always
+  written as ``metrics.prom`` (text exposition) beside the reports.
+
+Any interval that has landed data can be judged, old or new, and a rerun rewrites the same objects.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from ctloop.config.settings import Settings
+from ctloop.config.spec import PipelineSpec
+from ctloop.lake.paths import monitor_prefix
+from ctloop.lake.store import Lake
+from ctloop.monitoring import drift, performance, quality
+from ctloop.monitoring.checks import Check
+from ctloop.monitoring.reference import Reference, resolve
+
+
+def monitor(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime, end: datetime,
+            reference: str | None = None) -> dict[str, Any]:
+    """Every check of [start, end) judged against ``reference`` (a snapshot id; default: the champion's)."""
+    prefix = monitor_prefix(spec.name, start, end)
+    found = resolve(spec, settings, lake, reference)
+    reports: dict[str, str] = {}
+    html: dict[str, str] = {}
+
+    def publish(name: str, page: str) -> str:
+        path = f"{prefix}/{name}.html"
+        lake.write(path, page.encode())
+        reports[name], html[name] = lake.url(path), page
+        return reports[name]
+
+    ref = found if isinstance(found, Reference) else None
+    checks: list[Check] = drift.checks(
+        spec, lake, start, end, ref.frame if ref else found, version=ref.version if ref else None,
+        reference_scores=lambda: ref.scores(spec, settings, lake) if ref else None, publish=publish)
+    checks += quality.checks(spec, settings, lake, start, end)
+    if spec.serving.predictions is not None:
+        checks += performance.checks(spec, settings, lake, start, end)
+    result = {"pipeline": spec.name, "checks": [c.to_json() for c in checks],
+              "interval": {"start": start.isoformat(), "end": end.isoformat()},
+              "reference": ref.describe() if ref else {"none": found}, "reports": reports}
+    if ref is not None and ref.run_id and html:
+        result["reports"]["mlflow_run"] = _log_to_mlflow(settings, ref, html, start, end)
+    result["metrics"] = _metrics(spec, settings, lake, prefix, checks, end)
+    lake.write(f"{prefix}/result.json", json.dumps(result, indent=1, default=str).encode())
+    result["result"] = lake.url(f"{prefix}/result.json")
+    failed = [c.name for c in checks if not c.passed]
+    print(f"[monitor] {spec.name} [{start:%Y-%m-%dT%H}, {end:%Y-%m-%dT%H}): {len(checks)} checks, "
+          f"{'failed: ' + ', '.join(failed) if failed else 'all passed'}", file=sys.stderr, flush=True)
+    return result
+
+
+def _log_to_mlflow(settings: Settings, ref: Reference, html: dict[str, str], start: datetime, end: datetime) -> str:
+    """The drift reports as artifacts of the judged model's training run; the run's id."""
+    from ctloop.registry.aliases import client
+
+    mlflow_client = client(settings)
+    folder = f"monitoring/{start:%Y%m%dT%H}-{end:%Y%m%dT%H}"
+    for name, page in html.items():
+        mlflow_client.log_text(ref.run_id, page, f"{folder}/{name}.html")
+    return f"{ref.run_id}:{folder}"
+
+
+def _metrics(spec: PipelineSpec, settings: Settings, lake: Lake, prefix: str, checks: list[Check],
+             end: datetime) -> str:
+    """Key figures as Prometheus gauges: pushed when a Pushgateway is set, always kept as ``metrics.prom``."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
+
+    registry = CollectorRegistry()
+    labels = ["pipeline"]
+    passed = Gauge("ctloop_monitor_check_passed", "1 if the check passed (a no-verdict passes), 0 if it failed.",
+                   [*labels, "check"], registry=registry)
+    share = Gauge("ctloop_drift_share", "Share of the judged model inputs that drifted.", labels, registry=registry)
+    effect = Gauge("ctloop_drift_effect_size", "Each judged column's effect size (PSI, normed Wasserstein, JS).",
+                   [*labels, "column", "measure"], registry=registry)
+    judged = Gauge("ctloop_monitor_interval_end_timestamp_seconds", "End of the last judged interval.", labels,
+                   registry=registry)
+    for check in checks:
+        passed.labels(spec.name, check.name).set(1 if check.passed else 0)
+        if check.name in ("drift_features", "drift_predictions"):
+            if check.name == "drift_features" and "share" in check.evidence:
+                share.labels(spec.name).set(check.evidence["share"])
+            for column in check.evidence.get("columns", []):
+                effect.labels(spec.name, column["column"], column["measure"]).set(column["effect"])
+    judged.labels(spec.name).set(end.timestamp())
+    lake.write(f"{prefix}/metrics.prom", generate_latest(registry))
+    if settings.pushgateway_url:
+        push_to_gateway(settings.pushgateway_url, job="ctloop-monitor", grouping_key={"pipeline": spec.name},
+                        registry=registry)
+        return settings.pushgateway_url
+    return lake.url(f"{prefix}/metrics.prom")
