@@ -61,7 +61,7 @@ def main() -> None:
     judged = judge(drift, kinds, reference, current)
     passed, detail = verdict(drift, judged, "inputs")
     stats_s = time.perf_counter() - t
-    html = report_html(judged, kinds, reference, current, drift)
+    html = report_html(judged, reference, current, drift)
     drift_s = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -15,8 +15,10 @@ system (or person) can report a failing check through the REST API: trigger this
 A quality check failed under `monitoring.quality.action: block` blocks training on its interval:
 `quality_blocked` writes why into the note, and `acknowledge` asks a person in the UI's Required
 Actions. **Approve** (with a comment) runs `record_acknowledgement` (`ctloop quality ack`), which
-records who, when and why, and training may use the interval again; **Reject**, or no answer within
-45 minutes, keeps it blocked. Checks under `alert` or `block` request no retrain.
+records who, when and why, and training may use the interval again; **Reject** keeps it blocked. No answer
+within 45 minutes takes Reject, unless the run's 1-hour `dagrun_timeout` (from the run's start, so the
+`monitor` job's time counts) falls first: then the run fails and `acknowledge` is skipped. Either way the
+block stays and `ctloop quality ack` can release it later. Checks under `alert` or `block` request no retrain.
 """
 
 from __future__ import annotations
@@ -87,14 +89,16 @@ for spec in dagkit.pipelines(CONFIG):
                                         f"{found['data_docs']}; waiting for a person to acknowledge it")
             return found
 
-        # Required Actions in the UI; unanswered before the run's own timeout, it rejects (the block stays,
-        # `ctloop quality ack` can release it later) so the hourly monitoring is not held up
+        # Required Actions in the UI; unanswered, it rejects after 45 minutes or is skipped when the run's 1-hour
+        # timeout falls first (the block stays, `ctloop quality ack` can release it later): the hourly
+        # monitoring (one run at a time) is not held up
         acknowledge = ApprovalOperator(
             task_id="acknowledge", subject=f"{BLOCK}['subject'] }}}}", body=f"{BLOCK}['body'] }}}}",
             params={"comment": Param("", type="string", description="Why this data may be trained on (recorded)")},
             defaults="Reject", response_timeout=timedelta(minutes=45))
         record = job_task("record_acknowledgement", [
             "quality", "ack", "--pipeline", spec.name, "--interval", f"{BLOCK}['interval'] }}}}",
+            "--end", f"{BLOCK}['end'] }}}}",
             "--by", f"{ANSWER}['responded_by_user']['name'] }}}}",
             "--comment", f"{ANSWER}['params_input'].get('comment') or '' }}}}",
             "--at", f"{ANSWER}['responded_at'] }}}}"], settings=CONFIG)

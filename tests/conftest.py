@@ -6,14 +6,17 @@ with topic names unique to the test, so runs stay independent without paying for
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +139,23 @@ def seed_recent_accepted_run(ledger: Any, pipeline: str = "fraud", hours_ago: fl
     ledger.append({"kind": "decision", "pipeline": pipeline, "run_id": "earlier", "outcome": "accepted",
                    "why": "schedule", "decided_at": recent.isoformat(), "request": request}, recent)
     ledger.append({"kind": "finished", "pipeline": pipeline, "run_id": "earlier", "outcome": "x"}, recent)
+
+
+@pytest.fixture
+def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it (alert webhooks)."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()

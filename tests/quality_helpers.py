@@ -34,17 +34,16 @@ def landed_lake(tmp_path: Path, events: int = 2000, settings: dict[str, Any] | N
     return spec, lake, settings
 
 
-def write_bad_events(spec: PipelineSpec, lake: Lake, events: int = 2000) -> None:
-    """Four events in the bad hour of ``landed_lake``'s data, as a broken producer (or a tool bypassing the
-    lander) would land them: a negative amount, a null id, an unknown currency, and an id already there."""
+def write_bad_events(spec: PipelineSpec, lake: Lake, events: int = 2000, hour: datetime = BAD_HOUR) -> None:
+    """Four events in ``hour`` (the bad hour) of ``landed_lake``'s data, as a broken producer (or a tool bypassing
+    the lander) would land them: a negative amount, a null id, an unknown currency, and an id already there."""
     table = simulate_tables(spec, events, seed=3)[spec.primary]
     times = table["event_time"]
-    hour = table.filter(pc.and_(pc.greater_equal(times, pa.scalar(BAD_HOUR)),
-                                pc.less(times, pa.scalar(BAD_HOUR + H))))
-    rows = hour.slice(0, 4).to_pylist()
-    rows[0] |= {"amount": -5.0, "transaction_id": "bad-amount"}
+    landed = table.filter(pc.and_(pc.greater_equal(times, pa.scalar(hour)), pc.less(times, pa.scalar(hour + H))))
+    rows = landed.slice(0, 4).to_pylist()
+    rows[0] |= {"amount": -5.0, "transaction_id": f"bad-amount-{hour:%H}"}
     rows[1] |= {"transaction_id": None}
-    rows[2] |= {"currency": "XXX", "transaction_id": "bad-currency"}
-    rows[3] |= {"transaction_id": hour["transaction_id"][5].as_py()}
-    schema = pa.schema([f.with_nullable(True) for f in hour.schema])
+    rows[2] |= {"currency": "XXX", "transaction_id": f"bad-currency-{hour:%H}"}
+    rows[3] |= {"transaction_id": landed["transaction_id"][5].as_py()}
+    schema = pa.schema([f.with_nullable(True) for f in landed.schema])
     write_table(lake, spec, spec.primary, pa.Table.from_pylist(rows, schema=schema), 3, 1_000_000)

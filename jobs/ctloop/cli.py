@@ -201,10 +201,34 @@ def cmd_quality(ctx: Context) -> int:
     from ctloop.lake.hours import parse_flag
 
     if not (args.interval and args.by):
-        raise ValueError("quality ack: give --interval (the blocked interval's start) and --by (who acknowledges)")
+        raise ValueError("quality ack: give --interval (the blocked interval's start, or START/END) and --by "
+                         "(who acknowledges)")
+    start, end = _blocked_interval(args.interval)
+    if args.end:
+        if end is not None:
+            raise ValueError("quality ack: --interval already gives the end; leave out --end")
+        end = parse_flag("--end", args.end)
     at = parse_flag("--at", args.at) if args.at else datetime.now(UTC)
-    return ctx.emit(acknowledge(ctx.lake, ctx.spec.name, parse_flag("--interval", args.interval), args.by,
-                                args.comment, at))
+    return ctx.emit(acknowledge(ctx.lake, ctx.spec.name, start, args.by, args.comment, at, end))
+
+
+def _blocked_interval(value: str) -> tuple[datetime, datetime | None]:
+    """``quality ack --interval``: a start alone, or START/END or START-END, as the blocks and refusals print
+    them (ISO; the lake's ``20260101T040000`` stamps too). A start alone is (start, None)."""
+    import contextlib
+
+    from ctloop.lake.hours import parse_time
+
+    with contextlib.suppress(ValueError):
+        return parse_time(value), None
+    splits = []
+    for i, sep in enumerate(value):
+        if sep in "/-":
+            with contextlib.suppress(ValueError):
+                splits.append((parse_time(value[:i]), parse_time(value[i + 1:])))
+    if len(splits) != 1:
+        raise ValueError(f"--interval: expected a start like 2026-01-03T14:00Z or START/END, got {value!r}")
+    return splits[0]
 
 
 def cmd_monitor(ctx: Context) -> int:
@@ -444,7 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="check (default): a snapshot's suite; blocks: every blocked interval and whether it "
                               "was acknowledged; ack: release a blocked interval for training")
     quality.add_argument("--dataset", help="check: training-set snapshot id")
-    quality.add_argument("--interval", help="ack: start of the blocked interval (ISO)")
+    quality.add_argument("--interval", help="ack: the blocked interval: its start (ISO; enough when one block "
+                                            "starts there), or START/END")
+    quality.add_argument("--end", help="ack: end of the blocked interval, when several start at --interval")
     quality.add_argument("--by", help="ack: who acknowledges (recorded)")
     quality.add_argument("--comment", default="", help="ack: why the data may be trained on (recorded)")
     quality.add_argument("--at", help="ack: when it was acknowledged (ISO; default now)")

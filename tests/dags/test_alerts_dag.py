@@ -3,9 +3,6 @@ checks' evidence into its retrain request; the webhook is a real local HTTP serv
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -13,30 +10,16 @@ from tests.conftest import make_pipeline
 from tests.dags.conftest import run_dag
 
 
-def test_monitor_alerts_its_channel_and_requests_a_retrain_with_evidence(tmp_path: Path, airflow_db: Path) -> None:
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        pipelines, _ = make_pipeline(tmp_path, **{"monitoring.alerts": [
-            {"kind": "webhook", "url": f"http://127.0.0.1:{server.server_port}/", "on": ["performance"]}]})
-        checks = [{"name": "performance_pos", "passed": False, "detail": "realized pr_auc 0.21 vs holdout 0.55",
-                   "evidence": {"decay": 0.62, "slices": [{"name": "pos", "field": "channel", "equals": "pos"}]}},
-                  {"name": "drift", "passed": True, "detail": "no feature drifted"}]
-        result = run_dag("fraud_monitor", {"CTLOOP_PIPELINES_DIR": str(pipelines),
-                                           "CTLOOP_STATE_DIR": str(tmp_path / "state")}, {"checks": checks})
-    finally:
-        server.shutdown()
+def test_monitor_alerts_its_channel_and_requests_a_retrain_with_evidence(
+        tmp_path: Path, airflow_db: Path, webhook_server: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook_server
+    pipelines, _ = make_pipeline(tmp_path, **{"monitoring.alerts": [
+        {"kind": "webhook", "url": url, "on": ["performance"]}]})
+    checks = [{"name": "performance_pos", "passed": False, "detail": "realized pr_auc 0.21 vs holdout 0.55",
+               "evidence": {"decay": 0.62, "slices": [{"name": "pos", "field": "channel", "equals": "pos"}]}},
+              {"name": "drift", "passed": True, "detail": "no feature drifted"}]
+    result = run_dag("fraud_monitor", {"CTLOOP_PIPELINES_DIR": str(pipelines),
+                                       "CTLOOP_STATE_DIR": str(tmp_path / "state")}, {"checks": checks})
     assert result["state"] == "success", result["log"]
     [event] = result["events"]
     evidence = event["extra"]["evidence"]

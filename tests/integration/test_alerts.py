@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ctloop.config.spec import load_spec
-from ctloop.monitoring.alerts import from_checks, gate_refused, rollback, task_failed
+from ctloop.monitoring.alerts import from_checks, gate_refused, rollback
 
 from tests.conftest import free_port, make_pipeline
 
@@ -60,25 +58,6 @@ def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
         "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "ctloop@example.com", "retry_limit": 0}}))
     yield box
     controller.stop()
-
-
-@pytest.fixture
-def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
 
 
 def spec_with(tmp_path: Path, alerts: list[dict[str, Any]]) -> Any:
@@ -159,4 +138,3 @@ def test_an_unreachable_channel_does_not_fail_the_task(tmp_path: Path) -> None:
 
     spec = spec_with(tmp_path, [{"kind": "webhook", "url": f"http://127.0.0.1:{free_port()}/", "on": ["drift"]}])
     assert send(spec, from_checks("fraud", FAILED, "r")[0], {}) == 0
-    assert task_failed("fraud").event == "task_failed"

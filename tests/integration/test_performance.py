@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 import pytest
 from ctloop.config.spec import load_spec
 from ctloop.ingest.events import arrow_schema
-from ctloop.lake.paths import raw_prefix
+from ctloop.lake.paths import clean_marker, manifest_path, raw_prefix
 from ctloop.lake.store import LocalLake
 from ctloop.monitoring import performance
 from ctloop.sim.simulator import FraudSimulator
@@ -137,7 +137,11 @@ def test_concept_drift_caught_once_labels_mature(world: dict[str, Any]) -> None:
     checks = judged(world, DRIFT_DAY + 37)  # the cohort is the week after the drift, matured
     verdict = checks["performance"]
     assert not verdict.passed, verdict.detail
-    assert verdict.evidence["decay"] > world["spec"].monitoring.performance.max_decay
+    perf = world["spec"].monitoring.performance
+    # failed on the bootstrap bound, at the confidence left to each of the four checks (Bonferroni)
+    assert verdict.evidence["realized_upper"] < world["holdout"]["pr_auc"] * (1 - perf.max_decay)
+    assert verdict.evidence["confidence"] == pytest.approx(1 - (1 - world["spec"].gate.confidence) / 4)
+    assert verdict.evidence["resamples"] == performance.RESAMPLES
     assert verdict.evidence["realized"]["positives"] >= 15
     assert set(checks) == {"performance", "performance_online", "performance_pos", "performance_high_value"}
     pos = checks["performance_pos"]  # the drifted fraud is card-present: the pos slice decays too
@@ -185,3 +189,41 @@ def test_join_rules_on_a_small_log(tmp_path: Path) -> None:
     assert verdict.evidence["realized"]["recall_at_threshold"] == 1.0
     assert verdict.evidence["realized"]["precision_at_threshold"] == 0.9
     assert verdict.passed and verdict.evidence["decay"] < 0.2
+
+
+def test_labels_count_only_up_to_the_watermark(tmp_path: Path) -> None:
+    """A chargeback landed after the label stream's watermark (landed, not yet cleaned), though before "now",
+    does not make a prediction positive: maturity and labels are measured against the same horizon. The
+    lander's manifest and the cleaner's marker are written as they lay them out (no lander runs here)."""
+    pipelines, _ = make_pipeline(tmp_path, **{"monitoring.performance.min_positives": 5})
+    spec = load_spec("fraud", pipelines)
+    day = datetime(2026, 1, 10, 12, tzinfo=UTC)  # matured by Feb 9 12:00, in the cohort judged at "now"
+    now, watermark, late = (datetime(2026, 2, 15, tzinfo=UTC), datetime(2026, 2, 14, tzinfo=UTC),
+                            datetime(2026, 2, 14, 6, tzinfo=UTC))
+    base = {"card_id": "c", "merchant_id": "m", "amount": 10.0, "currency": "EUR", "merchant_category": "grocery",
+            "country": "DE", "channel": "pos"}
+    txns = [{**base, "transaction_id": f"t{i}", "event_time": day} for i in range(40)]
+    labels = [{"chargeback_id": f"cb{i}", "transaction_id": f"t{i}", "card_id": "c", "reason": "fraud",
+               "reported_at": day + timedelta(days=8) if i < 10 else late} for i in range(20)]
+    preds = [{"request_id": f"r{i}", "transaction_id": f"t{i}", "card_id": "c", "merchant_id": "m",
+              "features": json.dumps({"amount": 10.0, "channel": "pos"}), "model": "m", "model_version": "1",
+              "slot": "blue", "score": 0.9 if i < 20 else 0.1, "threshold": 0.5, "decision": int(i < 20),
+              "served_at": day} for i in range(40)]
+    for stream, rows in [(spec.primary, txns), (spec.labels.events, labels), (spec.serving.predictions, preds)]:
+        land(tmp_path / "lake", spec, stream, rows)
+    lake = LocalLake(tmp_path / "lake")
+    topic = spec.events[spec.labels.events].topic
+    lake.write(manifest_path(spec.name, topic, 0, 0), json.dumps({"partition": 0, "files": [
+        {"kind": "raw", "lake_partition": f"event_date={late:%Y-%m-%d}/event_hour={late:%H}", "first_offset": 0,
+         "last_offset": 19, "min_event_time": (day + timedelta(days=8)).isoformat(),
+         "max_event_time": late.isoformat()}]}).encode())  # landed until Feb 14 07:00
+    cleaned = watermark - timedelta(hours=1)  # cleaned until Feb 14 00:00: the watermark
+    lake.write(clean_marker(spec.name, spec.labels.events, f"event_date={cleaned:%Y-%m-%d}/event_hour={cleaned:%H}"),
+               b"{}")
+
+    verdict = performance.checks(spec, None, lake, now - timedelta(hours=1), now, champion=("1", {"pr_auc": 0.9}))[0]
+    assert verdict.evidence["labels_known_until"] == watermark.isoformat()
+    assert verdict.evidence["realized"]["rows"] == 40
+    assert verdict.evidence["realized"]["positives"] == 10  # t10..t19 were reported after the watermark
+    assert verdict.evidence["realized"]["precision_at_threshold"] == 0.5
+

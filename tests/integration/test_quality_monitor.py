@@ -3,8 +3,9 @@ real Great Expectations, the real ``ctloop`` commands.
 
 Clean hours pass and build the volume norm; an hour with bad events written into the landed data fails,
 naming each expectation and column, blocks training under ``action: block`` (``ctloop training-set``
-refuses the range and says why) until ``ctloop quality ack`` releases it; ``alert`` and ``retrain``
-report without blocking. The monitor DAG's approval path is tested through Airflow in
+refuses the range and says why) until ``ctloop quality ack`` releases it; blocks are per interval (start
+and end), and only a block on a stream training reads refuses it; ``alert`` and ``retrain`` report without
+blocking. The monitor DAG's approval path is tested through Airflow in
 tests/dags/test_quality_approval.py.
 """
 
@@ -22,10 +23,11 @@ import pytest
 from ctloop.config.spec import PipelineSpec
 from ctloop.lake.paths import partition_of, quality_block_path, quality_blocks_prefix, raw_prefix
 from ctloop.lake.store import Lake
-from ctloop.monitoring.blocks import acknowledge, unacknowledged
+from ctloop.monitoring.blocks import acknowledge, block, unacknowledged
 from ctloop.monitoring.checks import Check
 from ctloop.monitoring.quality import checks
 from ctloop.orchestration.notes import reasons_from_checks
+from ctloop.training.training_set import build_training_set
 
 from tests.conftest import settings_env
 from tests.quality_helpers import BAD_HOUR, START, landed_lake, write_bad_events
@@ -88,9 +90,9 @@ def test_broken_interval_fails_naming_expectation_and_column(judged: Any) -> Non
         assert words in txn.detail, (words, txn.detail)
     assert txn.evidence["action"] == "block" and txn.evidence["blocked"].endswith(".json")
     assert result["quality_chargebacks"].passed
-    block = json.loads(lake.read(quality_block_path("fraud", BAD_HOUR)))
-    assert block["start"] == BAD_HOUR.isoformat() and list(block["streams"]) == ["transactions"]
-    assert block["data_docs"] == txn.evidence["data_docs"]
+    record = json.loads(lake.read(quality_block_path("fraud", BAD_HOUR, BAD_HOUR + H)))
+    assert record["start"] == BAD_HOUR.isoformat() and list(record["streams"]) == ["transactions"]
+    assert record["data_docs"] == txn.evidence["data_docs"]
     assert reasons_from_checks({"checks": [c.to_json() for c in result.values()]}) == [], "a block asks no retrain"
 
 
@@ -109,7 +111,7 @@ def test_block_refuses_training_until_acknowledged(judged: Any) -> None:
     assert "refused" not in elsewhere.stdout, "a range that does not overlap the block is not refused"
 
     wrong = _ctloop(settings, "quality", "ack", "--pipeline", "fraud", "--interval", START.isoformat(), "--by", "x")
-    assert wrong.returncode == 2 and f"no blocked interval of fraud starts at {START.isoformat()}" in wrong.stderr
+    assert wrong.returncode == 2 and f"no blocked interval of fraud starting at {START.isoformat()}" in wrong.stderr
     assert BAD_HOUR.isoformat() in wrong.stderr, "names the intervals that are blocked"
     ack = _ctloop(settings, "quality", "ack", "--pipeline", "fraud", "--interval", BAD_HOUR.isoformat(),
                   "--by", "alice", "--comment", "test events from the load test, harmless")
@@ -129,6 +131,60 @@ def test_block_refuses_training_until_acknowledged(judged: Any) -> None:
     judged_again = _judge(spec, settings, lake, BAD_HOUR, BAD_HOUR + H)["quality_transactions"]
     assert not judged_again.passed and _ctloop(settings, "training-set", *window).returncode == 2, \
         "judging the interval again does not block it again once acknowledged"
+
+
+def test_a_longer_run_from_a_blocked_hour_blocks_what_failed_after_it(judged: Any) -> None:
+    """[04:00, 05:00) is blocked and acknowledged; a run over [04:00, 08:00) finds new failures at 06:00: it is
+    a block of its own (with its own Data Docs), and acknowledging it by start alone is ambiguous."""
+    spec, lake, settings, first = judged
+    acknowledge(lake, "fraud", BAD_HOUR, "alice", "hour 4 was the load test", BAD_HOUR + 2 * H)
+    write_bad_events(spec, lake, hour=BAD_HOUR + 2 * H)
+    longer = _judge(spec, settings, lake, BAD_HOUR, BAD_HOUR + 4 * H)["quality_transactions"]
+    assert not longer.passed and longer.evidence["blocked"].endswith(
+        quality_block_path("fraud", BAD_HOUR, BAD_HOUR + 4 * H))
+    assert longer.evidence["data_docs"] != first["quality_transactions"].evidence["data_docs"]
+    interval = (BAD_HOUR.isoformat(), (BAD_HOUR + 4 * H).isoformat())
+    assert [(b["start"], b["end"]) for b in unacknowledged(lake, "fraud", START, START + 12 * H)] == [interval]
+
+    ambiguous = _ctloop(settings, "quality", "ack", "--pipeline", "fraud", "--interval", BAD_HOUR.isoformat(),
+                        "--by", "bob")
+    assert ambiguous.returncode == 2 and "2 blocked intervals of fraud start at" in ambiguous.stderr
+    assert f"{interval[0]} to {interval[1]}" in ambiguous.stderr and "--end" in ambiguous.stderr, ambiguous.stderr
+    wrong_end = _ctloop(settings, "quality", "ack", "--pipeline", "fraud", "--interval", BAD_HOUR.isoformat(),
+                        "--end", (BAD_HOUR + 3 * H).isoformat(), "--by", "bob")
+    assert wrong_end.returncode == 2 and f"{interval[0]} to {interval[1]}" in wrong_end.stderr, wrong_end.stderr
+    ack = _ctloop(settings, "quality", "ack", "--pipeline", "fraud", "--interval", "/".join(interval), "--by", "bob")
+    assert ack.returncode == 0, ack.stderr
+    assert (json.loads(ack.stdout)["start"], json.loads(ack.stdout)["end"]) == interval
+    again = _ctloop(settings, "quality", "ack", "--pipeline", "fraud", "--interval", interval[0], "--end",
+                    interval[1], "--by", "carol")
+    assert json.loads(again.stdout)["already"] is True and json.loads(again.stdout)["by"] == "bob"
+    assert unacknowledged(lake, "fraud", START, START + 12 * H) == []
+
+
+def test_only_blocks_on_streams_training_reads_refuse_it(tmp_path: Path) -> None:
+    """Blocks recorded as the monitor records them; training reads transactions (events and feature views) up
+    to its end and chargebacks (labels) up to its as-of time, never the prediction log."""
+    spec, lake, settings = landed_lake(tmp_path)
+    end, as_of = START + 6 * H, START + 12 * H
+    failed = ["expect_column_values_to_be_between(column=score, max_value=1.0)"]
+    block(lake, "fraud", START + 2 * H, START + 3 * H, {"predictions": failed}, None, end)
+    block(lake, "fraud", START + 8 * H, START + 9 * H, {"transactions": failed}, None, end)  # after end
+    with pytest.raises(ValueError, match="no curated transactions events"):  # not refused: it goes on to build
+        build_training_set(spec, settings, lake, START, end, as_of)
+
+    block(lake, "fraud", START + 3 * H, START + 4 * H, {"predictions": failed, "transactions": failed}, None, end)
+    refused = build_training_set(spec, settings, lake, START, end, as_of)
+    assert refused["refused"] is True and len(refused["blocked"]) == 1
+    assert f"interval {(START + 3 * H).isoformat()}" in refused["reason"]
+    assert "stream transactions (the primary events, source of feature view card_activity" in refused["reason"]
+    assert "predictions" not in refused["reason"], refused["reason"]
+
+    acknowledge(lake, "fraud", START + 3 * H, "ops", "", end)
+    block(lake, "fraud", START + 10 * H, START + 11 * H, {"chargebacks": failed}, None, end)
+    labels = build_training_set(spec, settings, lake, START, end, as_of)
+    assert labels["refused"] is True and "stream chargebacks (the labels)" in labels["reason"], labels
+    assert f"--interval {(START + 10 * H).isoformat()} --end {(START + 11 * H).isoformat()}" in labels["reason"]
 
 
 @pytest.mark.parametrize("action", ["alert", "retrain"])

@@ -239,3 +239,42 @@ def test_a_restarted_switch_restores_its_slots_pointer_and_retirements(tmp_path:
         assert route.live == "green" and route.switched_at == 5.0 and route.slots["blue"].retire_at == 99.0
 
     asyncio.run(scenario())
+
+
+def test_the_local_metrics_endpoint_serves_the_newest_monitoring_figures(tmp_path: Path) -> None:
+    """Locally the monitor's figures have no Pushgateway: the stack's serving port answers `GET /metrics` with
+    each pipeline's newest judged interval (a re-run of an older one does not replace it)."""
+    from datetime import UTC, datetime
+
+    from ctloop.config.spec import load_spec
+    from ctloop.lake.store import open_lake
+    from ctloop.monitoring.checks import Check
+    from ctloop.monitoring.monitor import publish_metrics
+
+    settings = load_settings(state_dir=tmp_path)
+    spec, lake = load_spec("fraud", settings.pipelines_dir), open_lake(settings)
+    drifted = Check("drift_features", False, "1 of 1 inputs drifted", {"share": 1.0, "columns": [
+        {"column": "amount", "measure": "wasserstein", "effect": 0.7}]})
+    newer, older = datetime(2026, 1, 2, 6, tzinfo=UTC), datetime(2026, 1, 2, 5, tzinfo=UTC)
+    publish_metrics(spec, settings, lake, "_monitoring/fraud/intervals/a", [drifted], newer)
+    publish_metrics(spec, settings, lake, "_monitoring/fraud/intervals/b", [], older)
+
+    async def scenario() -> tuple[int, dict[str, str], bytes]:
+        switch, port = await _switch_with(tmp_path, {})
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        raw = await reader.read()
+        writer.close()
+        switch._server.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        return int(lines[0].split()[1]), dict(line.lower().split(": ", 1) for line in lines[1:]), body
+
+    status, headers, body = asyncio.run(scenario())
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    assert 'ctloop_monitor_check_passed{check="drift_features",pipeline="fraud"} 0.0' in text
+    assert 'ctloop_drift_effect_size{column="amount",measure="wasserstein",pipeline="fraud"} 0.7' in text
+    [end] = [line.rsplit(" ", 1)[1] for line in text.splitlines()
+             if line.startswith('ctloop_monitor_interval_end_timestamp_seconds{pipeline="fraud"}')]
+    assert float(end) == newer.timestamp(), "the re-run of the older interval left the newest figures"

@@ -142,6 +142,35 @@ def test_requests_from_a_run() -> None:
     assert all(RetrainRequest.from_dict(r, pipeline="fraud") for r in asset)
 
 
+@pytest.mark.parametrize(("evidence", "why"), [
+    ("drift!", "evidence: expected an object"),
+    ({"checks": ["drift"]}, "evidence.checks: expected a list of objects"),
+    ({"checks": [], "slices": [{"field": "channel", "equals": "online"}]}, "evidence.slices[0]: not a slice"),
+])
+def test_malformed_evidence_is_left_out_and_the_request_stands(evidence: object, why: str) -> None:
+    """Any REST client can send evidence: of the wrong shape it reaches neither the note's links nor the gate's
+    slices, the request still counts, and the note says what was left out."""
+    from ctloop.retrain.policy import evidence_lines, extra_slices
+
+    at = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    [request] = requests_from_run("fraud", run_type="manual", run_after=at, triggered_by="ops", events=[],
+                                  conf={"reason": "drift seen by hand", "evidence": evidence})
+    assert request["reason"] == "drift seen by hand" and "evidence" not in request
+    assert request["evidence_refused"].startswith(why)
+    assert extra_slices([request]) == []
+    assert evidence_lines([request]) == [f"evidence from ops left out: {request['evidence_refused']}"]
+    assert RetrainRequest.from_dict(request, pipeline="fraud").evidence is None
+
+
+def test_a_check_of_the_wrong_shape_is_a_clear_error() -> None:
+    from ctloop.orchestration.notes import reasons_from_checks
+
+    with pytest.raises(ValueError, match=r"checks\[1\]: expected an object with a string name"):
+        reasons_from_checks({"checks": [{"name": "drift", "passed": False}, "quality failed"]})
+    with pytest.raises(ValueError, match=r"checks\[0\].evidence: expected an object"):
+        reasons_from_checks({"checks": [{"name": "drift", "passed": False, "evidence": "big"}]})
+
+
 def test_a_scheduled_run_started_late_asks_when_it_starts_and_the_queued_request_merges(ledger: Ledger) -> None:
     """`make demo` on the live stack: unpausing the train DAG at 19:13 ran the midnight tick; a REST request
     queued behind it is a duplicate of that run, not a request 19 hours later."""

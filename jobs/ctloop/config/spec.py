@@ -227,7 +227,8 @@ class GateSpec(_Strict):
         1000, ge=100, le=100_000, description="Paired bootstrap resamples of the holdout for min_improvement.")
     confidence: float = Field(
         0.95, gt=0.5, lt=1, description="Two-sided confidence of the improvement's interval; its lower bound must "
-                                        "clear min_improvement.")
+                                        "clear min_improvement. Also the confidence of monitoring's "
+                                        "realized-performance bound.")
 
     @model_validator(mode="after")
     def _first_model_needs_floors(self) -> GateSpec:
@@ -264,7 +265,8 @@ class ServingSpec(_Strict):
         None, gt=0, lt=1, description="Score at or above which `decision` is 1; null: the threshold the evaluation "
                                       "chose for evaluation.precision_target (the model version's ctloop.threshold).")
     max_batch_size: int = Field(64, ge=1, le=10_000, description="Rows scored together by dynamic batching.")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest a request waits for others to batch with.")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000,
+                               description="Longest a request waits for others to batch with (none if it came alone).")
     max_rows: int = Field(1000, ge=1, le=100_000, description="Rows one request may carry.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     log_queue: int = Field(
@@ -322,7 +324,8 @@ class MonitoredQualitySpec(_Strict):
 class PerformanceSpec(_Strict):
     metric: Literal["pr_auc", "recall_at_threshold"] = Field("pr_auc", description="Realized metric compared.")
     max_decay: float = Field(0.2, ge=0, le=1, description="Relative drop below the champion's holdout figure "
-                                                          "that requests a retrain.")
+                                                          "that requests a retrain, once even the realized "
+                                                          "metric's bootstrap upper bound is that far below.")
     min_positives: int = Field(20, ge=1, description="Fewer matured positives than this: no verdict.")
     window: Duration = Field("7d", description="Predictions judged: those whose label matured in the last window "
                                                "(or the monitored interval, if longer) before the interval's end.")

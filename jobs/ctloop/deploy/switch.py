@@ -197,6 +197,18 @@ class Switch:
             await self._serve_champions()
         self._save()
 
+    def _monitoring_metrics(self) -> bytes:
+        """Each pipeline's newest ``ctloop monitor`` figures, as it wrote them (the Pushgateway's part, locally)."""
+        from ctloop.lake.paths import monitor_latest_metrics
+        from ctloop.lake.store import open_lake
+
+        lake, parts = open_lake(self.settings), []
+        for spec_file in sorted(Path(self.settings.pipelines_dir).glob("*.yaml")):
+            path = monitor_latest_metrics(spec_file.stem)
+            if lake.exists(path):
+                parts.append(lake.read(path))
+        return b"".join(parts)
+
     async def _serve_champions(self) -> None:
         from ctloop.config.spec import load_spec
 
@@ -328,6 +340,9 @@ class Switch:
                 elif path == "/v2/health/ready":
                     ready = self._ready()
                     await _respond(writer, 200 if ready else 503, {"ready": ready}, close=not keep_alive)
+                elif path == "/metrics":  # the local runtime's Prometheus endpoint for the monitor's figures
+                    text = await asyncio.to_thread(self._monitoring_metrics)
+                    await _respond(writer, 200, text, close=not keep_alive)
                 else:
                     match = _MODEL_PATH.match(path)
                     route = self.routes.get(match.group(1)) if match else None
@@ -579,9 +594,13 @@ async def _read_response(reader: asyncio.StreamReader, head: bytes, head_only: b
 
 
 async def _respond(writer: asyncio.StreamWriter, status: int, payload: Any, *, close: bool) -> None:
-    body = json.dumps(payload, default=str).encode()
-    writer.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
-                 % (status, _REASONS.get(status, "Status").encode(), len(body),
+    """``payload`` as JSON, or bytes as the Prometheus text format."""
+    if isinstance(payload, bytes):
+        body, kind = payload, b"text/plain; version=0.0.4; charset=utf-8"
+    else:
+        body, kind = json.dumps(payload, default=str).encode(), b"application/json"
+    writer.write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n"
+                 % (status, _REASONS.get(status, "Status").encode(), kind, len(body),
                     b"connection: close\r\n" if close else b"") + body)
     await writer.drain()
 

@@ -156,9 +156,15 @@ def _stamp(at: datetime) -> str:
     return f"{at:%Y%m%dT%H%M%S}"
 
 
-def quality_docs_prefix(pipeline: str, interval_start: datetime) -> str:
+def _span(start: datetime, end: datetime) -> str:
+    """One judged interval, by start and end: intervals that share a start (an hour, then a longer re-run)
+    stay apart, and names sort by start."""
+    return f"{_stamp(start)}-{_stamp(end)}"
+
+
+def quality_docs_prefix(pipeline: str, start: datetime, end: datetime) -> str:
     """The Great Expectations Data Docs of one judged interval (``index.html`` and its pages), for people."""
-    return f"_monitoring/{pipeline}/quality/docs/{_stamp(interval_start)}"
+    return f"_monitoring/{pipeline}/quality/docs/{_span(start, end)}"
 
 
 def quality_volume_prefix(pipeline: str, stream: str) -> str:
@@ -166,8 +172,13 @@ def quality_volume_prefix(pipeline: str, stream: str) -> str:
     return f"_state/quality/{pipeline}/volume/{stream}"
 
 
-def quality_volume_record(pipeline: str, stream: str, interval_start: datetime) -> str:
-    return f"{quality_volume_prefix(pipeline, stream)}/{_stamp(interval_start)}.json"
+def quality_volume_record(pipeline: str, stream: str, start: datetime, end: datetime) -> str:
+    return f"{quality_volume_prefix(pipeline, stream)}/{_span(start, end)}.json"
+
+
+def quality_volume_before(pipeline: str, stream: str, start: datetime) -> str:
+    """Sorts after the volume record of every interval starting before ``start``, before all others."""
+    return f"{quality_volume_prefix(pipeline, stream)}/{_stamp(start)}"
 
 
 def quality_blocks_prefix(pipeline: str) -> str:
@@ -175,20 +186,26 @@ def quality_blocks_prefix(pipeline: str) -> str:
     return f"_state/quality/{pipeline}/blocked"
 
 
-def quality_block_path(pipeline: str, interval_start: datetime) -> str:
-    """The block of one interval: created once, never rewritten."""
-    return f"{quality_blocks_prefix(pipeline)}/{_stamp(interval_start)}.json"
+def quality_block_path(pipeline: str, start: datetime, end: datetime) -> str:
+    """The block of one interval [start, end): created once, never rewritten."""
+    return f"{quality_blocks_prefix(pipeline)}/{_span(start, end)}.json"
 
 
-def quality_ack_path(pipeline: str, interval_start: datetime) -> str:
-    """A person's acknowledgement of a blocked interval (who, when, why): created once; it un-blocks training."""
-    return f"_state/quality/{pipeline}/acknowledged/{_stamp(interval_start)}.json"
+def quality_ack_path(pipeline: str, start: datetime, end: datetime) -> str:
+    """A person's acknowledgement of the blocked interval [start, end) (who, when, why): created once; it
+    un-blocks training."""
+    return f"_state/quality/{pipeline}/acknowledged/{_span(start, end)}.json"
 
 
 # -- monitoring: the monitor command ------------------------------------------------------------------
 def monitor_prefix(pipeline: str, start: datetime, end: datetime) -> str:
     """One judged interval's result (``result.json``), drift reports (``*.html``) and metrics (``metrics.prom``)."""
-    return f"_monitoring/{pipeline}/intervals/{_stamp(start)}-{_stamp(end)}"
+    return f"_monitoring/{pipeline}/intervals/{_span(start, end)}"
+
+
+def monitor_latest_metrics(pipeline: str) -> str:
+    """The last judged interval's metrics (``metrics.prom``), which the local stack's ``/metrics`` serves."""
+    return f"_monitoring/{pipeline}/latest/metrics.prom"
 
 
 def reference_scores_path(pipeline: str, snapshot_id: str, version: str) -> str:

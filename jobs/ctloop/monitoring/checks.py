@@ -8,9 +8,7 @@ needs to see why: statistics, the drifted features or slices, report links.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
-
-Kind = Literal["drift", "quality", "performance"]
+from typing import Any
 
 
 @dataclass(frozen=True)

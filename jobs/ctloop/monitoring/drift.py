@@ -179,7 +179,7 @@ def column_drift(column: str, kind: Kind, reference: pd.Series, current: pd.Seri
         found = ks_2samp(ref, cur, method="asymp")
         test, p, ks_d = "ks", float(found.pvalue), float(found.statistic)
     if measure == "ks":
-        effect = ks_d if ks_d is not None else float(ks_2samp(ref, cur, method="asymp").statistic)
+        effect = float(ks_d)  # measure "ks" is only ever the KS test's own statistic
     elif measure == "wasserstein":
         effect = float(wasserstein_distance(ref, cur)) / max(float(np.std(ref)), 1e-3)
     else:
@@ -297,7 +297,7 @@ def _slice_name(text: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", text.lower())[:63]
 
 
-def report_html(judged: Judgement, kinds: dict[str, Kind], reference: pd.DataFrame, current: pd.DataFrame,
+def report_html(judged: Judgement, reference: pd.DataFrame, current: pd.DataFrame,
                 drift: DriftSpec, seed: int = SEED) -> str:
     """Evidently's HTML report of the judged columns, on the same samples, showing our effect size and verdict."""
     from evidently import DataDefinition, Dataset, Report
@@ -308,7 +308,7 @@ def report_html(judged: Judgement, kinds: dict[str, Kind], reference: pd.DataFra
     size = min(drift.sample_size, REPORT_ROWS)
     ref, cur = sample(reference, size, seed), sample(current, size, seed + 1)
     metrics, frames = [], ([], [])
-    for c in judged.columns:
+    for c in sorted(judged.columns, key=lambda c: (not c.drifted, -c.effect)):  # what drifted first, largest first
         column_type = ColumnType.Numerical if c.kind == "number" else ColumnType.Categorical
         name = f"ctloop_{c.column}"
         label = f"{c.measure} (corrected p {c.p_corrected:.2g}, {drift.correction}; floor {drift.effect_size_floor})"
@@ -349,7 +349,7 @@ def interval_inputs(spec: PipelineSpec, lake: Lake, start: datetime, end: dateti
         served, unreadable = landed_frame(spec, lake, spec.serving.predictions, start, end)
         if unreadable:
             raise ValueError(unreadable)
-        if len(served):
+        if len(served) >= spec.monitoring.drift.min_samples:  # else too few to judge: the landed events may do
             decode = msgspec.json.Decoder(dict)
             inputs = pd.DataFrame.from_records([decode.decode(f) if isinstance(f, str) and f else {}
                                                 for f in served["features"]])
@@ -407,7 +407,12 @@ def checks(spec: PipelineSpec, lake: Lake, start: datetime, end: datetime, refer
         out = [Check("drift_features", True, f"no verdict: {reference}", {"interval": window})]
         return out + ([Check("drift_predictions", True, f"no verdict: {reference}", {"interval": window})]
                       if drift.prediction_drift else [])
-    current, served, source = interval_inputs(spec, lake, start, end)
+    try:
+        current, served, source = interval_inputs(spec, lake, start, end)
+    except ValueError as exc:  # landed files that cannot be read together: the quality check fails on them
+        out = [Check("drift_features", True, f"no verdict: {exc}", {"interval": window})]
+        return out + ([Check("drift_predictions", True, f"no verdict: {exc}", {"interval": window})]
+                      if drift.prediction_drift else [])
     kinds = input_columns(spec)
     judged = judge(drift, kinds, reference, current)
     passed, detail = verdict(drift, judged, "inputs")
@@ -415,7 +420,7 @@ def checks(spec: PipelineSpec, lake: Lake, start: datetime, end: datetime, refer
     found = {**evidence(judged, drift), "interval": window, "source": source,
              "slices": drift_slices(spec, judged, reference, current)}
     if judged.columns:
-        found["report"] = publish("drift_features", report_html(judged, kinds, reference, current, drift))
+        found["report"] = publish("drift_features", report_html(judged, reference, current, drift))
     out = [Check("drift_features", passed, detail, found)]
     if not drift.prediction_drift:
         return out
@@ -437,7 +442,7 @@ def checks(spec: PipelineSpec, lake: Lake, start: datetime, end: datetime, refer
     found = {**evidence(judged, drift), "interval": window, "source": source, "served_versions": versions,
              "version": version}
     if judged.columns:
-        found["report"] = publish("drift_predictions", report_html(judged, scored, pd.DataFrame({"score": scores}),
+        found["report"] = publish("drift_predictions", report_html(judged, pd.DataFrame({"score": scores}),
                                                                    served[["score"]], drift))
     return out + [Check("drift_predictions", passed, detail, found)]
 

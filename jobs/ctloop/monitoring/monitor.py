@@ -8,8 +8,9 @@ Expectations) and realized performance on matured labels (``monitoring.performan
   under ``monitor_prefix`` in the lake; the quality checks link their Data Docs;
 * the drift reports logged to the MLflow run of the model they judge (the champion version's run), under
   ``monitoring/<interval>/``;
-* the key figures for Prometheus: pushed to ``CTLOOP_PUSHGATEWAY_URL`` (the kubernetes runtime), and always
-  written as ``metrics.prom`` (text exposition) beside the reports.
+* the key figures for Prometheus: pushed to ``CTLOOP_PUSHGATEWAY_URL`` (the kubernetes runtime), always
+  written as ``metrics.prom`` (text exposition) beside the reports, and the newest interval's also under
+  ``monitor_latest_metrics``, which the local stack serves on ``GET /metrics`` of its serving port.
 
 Any interval that has landed data can be judged, old or new, and a rerun rewrites the same objects.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from ctloop.config.settings import Settings
 from ctloop.config.spec import PipelineSpec
-from ctloop.lake.paths import monitor_prefix
+from ctloop.lake.paths import monitor_latest_metrics, monitor_prefix
 from ctloop.lake.store import Lake
 from ctloop.monitoring import drift, performance, quality
 from ctloop.monitoring.checks import Check
@@ -34,6 +35,9 @@ def monitor(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime,
             reference: str | None = None) -> dict[str, Any]:
     """Every check of [start, end) judged against ``reference`` (a snapshot id; default: the champion's)."""
     prefix = monitor_prefix(spec.name, start, end)
+    # quality first: it needs no registry (a block it finds stands even when MLflow is away and the run fails
+    # below), and it reports landed data the other checks cannot read (as a failure; they say "no verdict")
+    checks: list[Check] = quality.checks(spec, settings, lake, start, end)
     found = resolve(spec, settings, lake, reference)
     reports: dict[str, str] = {}
     html: dict[str, str] = {}
@@ -45,24 +49,39 @@ def monitor(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime,
         return reports[name]
 
     ref = found if isinstance(found, Reference) else None
-    checks: list[Check] = drift.checks(
+    checks += drift.checks(
         spec, lake, start, end, ref.frame if ref else found, version=ref.version if ref else None,
         reference_scores=lambda: ref.scores(spec, settings, lake) if ref else None, publish=publish)
-    checks += quality.checks(spec, settings, lake, start, end)
     if spec.serving.predictions is not None:
-        checks += performance.checks(spec, settings, lake, start, end)
+        try:
+            checks += performance.checks(spec, settings, lake, start, end)
+        except ValueError as exc:
+            checks.append(Check("performance", True, f"no verdict: {exc}", {"interval": [start.isoformat(),
+                                                                                       end.isoformat()]}))
     result = {"pipeline": spec.name, "checks": [c.to_json() for c in checks],
               "interval": {"start": start.isoformat(), "end": end.isoformat()},
               "reference": ref.describe() if ref else {"none": found}, "reports": reports}
     if ref is not None and ref.run_id and html:
         result["reports"]["mlflow_run"] = _log_to_mlflow(settings, ref, html, start, end)
-    result["metrics"] = _metrics(spec, settings, lake, prefix, checks, end)
+    result["metrics"] = publish_metrics(spec, settings, lake, prefix, checks, end)
     lake.write(f"{prefix}/result.json", json.dumps(result, indent=1, default=str).encode())
     result["result"] = lake.url(f"{prefix}/result.json")
     failed = [c.name for c in checks if not c.passed]
     print(f"[monitor] {spec.name} [{start:%Y-%m-%dT%H}, {end:%Y-%m-%dT%H}): {len(checks)} checks, "
           f"{'failed: ' + ', '.join(failed) if failed else 'all passed'}", file=sys.stderr, flush=True)
     return result
+
+
+def _newest_judged(lake: Lake, pipeline: str) -> float:
+    """End (epoch seconds) of the interval whose figures ``monitor_latest_metrics`` holds; 0 when none."""
+    import re
+
+    path = monitor_latest_metrics(pipeline)
+    if not lake.exists(path):
+        return 0.0
+    text = lake.read(path).decode()
+    found = re.search(r"^ctloop_monitor_interval_end_timestamp_seconds\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
 
 
 def _log_to_mlflow(settings: Settings, ref: Reference, html: dict[str, str], start: datetime, end: datetime) -> str:
@@ -76,7 +95,7 @@ def _log_to_mlflow(settings: Settings, ref: Reference, html: dict[str, str], sta
     return f"{ref.run_id}:{folder}"
 
 
-def _metrics(spec: PipelineSpec, settings: Settings, lake: Lake, prefix: str, checks: list[Check],
+def publish_metrics(spec: PipelineSpec, settings: Settings, lake: Lake, prefix: str, checks: list[Check],
              end: datetime) -> str:
     """Key figures as Prometheus gauges: pushed when a Pushgateway is set, always kept as ``metrics.prom``."""
     from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
@@ -98,9 +117,16 @@ def _metrics(spec: PipelineSpec, settings: Settings, lake: Lake, prefix: str, ch
             for column in check.evidence.get("columns", []):
                 effect.labels(spec.name, column["column"], column["measure"]).set(column["effect"])
     judged.labels(spec.name).set(end.timestamp())
-    lake.write(f"{prefix}/metrics.prom", generate_latest(registry))
+    exposition = generate_latest(registry)
+    lake.write(f"{prefix}/metrics.prom", exposition)
+    if _newest_judged(lake, spec.name) <= end.timestamp():  # a re-run of an old interval does not go back in time
+        lake.write(monitor_latest_metrics(spec.name), exposition)
     if settings.pushgateway_url:
-        push_to_gateway(settings.pushgateway_url, job="ctloop-monitor", grouping_key={"pipeline": spec.name},
-                        registry=registry)
-        return settings.pushgateway_url
+        try:
+            push_to_gateway(settings.pushgateway_url, job="ctloop-monitor", grouping_key={"pipeline": spec.name},
+                            registry=registry, timeout=10)
+            return settings.pushgateway_url
+        except OSError as exc:  # the checks stand without their figures: say so, keep the file
+            print(f"[monitor] could not push to the Pushgateway {settings.pushgateway_url}: {exc}; the figures "
+                  f"are in {lake.url(f'{prefix}/metrics.prom')}", file=sys.stderr, flush=True)
     return lake.url(f"{prefix}/metrics.prom")

@@ -12,18 +12,23 @@ Which time matures: the *transaction's* event time, looked up in the landed prim
 join key, since a chargeback's delay runs from the transaction. A prediction's ``served_at`` is the
 wall-clock time of serving: equal to the event time in production, days or months later in a replay
 (``make demo`` serves January's transactions in December); it is used only for a prediction whose
-transaction has not landed. Labels count when reported before "now", and "now" is capped at the label
-stream's watermark (landed and cleaned, as training reads it; in a lake without the lander's
-manifests, its newest landed label), so a label stream that lags does not turn frauds into negatives.
+transaction has not landed. "Now" is capped at the label stream's watermark (landed and cleaned, as
+training reads it; in a lake without the lander's manifests, its newest landed label), so a label
+stream that lags does not turn frauds into negatives; and only the labels reported by that horizon
+count (before the watermark, as training reads them), so maturity and labels share one "now".
 
 The judged cohort: predictions whose transactions matured in the last ``monitoring.performance.window``
 (or the monitored interval, if longer) before "now". An hour holds too few frauds for a verdict.
 
 Verdicts, per interval and per evaluation slice (``performance``, ``performance_<slice>``): the
 realized ``monitoring.performance.metric`` against the champion's holdout figure (the metrics
-``ctloop evaluate`` logged on its training run); a relative drop of more than ``max_decay`` fails;
-fewer than ``min_positives`` matured positives is no verdict (passed, said so). Only predictions the
-current champion served are judged: an older version's decay is no reason to retrain its successor.
+``ctloop evaluate`` logged on its training run). A check fails only when the metric's one-sided upper
+confidence bound (a stratified bootstrap of the cohort) lies more than ``max_decay`` below the holdout
+figure: with 20–40 positives the point estimate alone fails a stationary champion in 10–20 % of
+windows. The confidence is ``gate.confidence`` shared among the checks (Bonferroni: each uses
+``1 − (1 − confidence) / checks``). Fewer than ``min_positives`` matured positives is no verdict
+(passed, said so). Only predictions the current champion served are judged: an older version's decay
+is no reason to retrain its successor.
 ``recall_at_threshold`` is recall at each prediction's logged serving threshold; its holdout figure is
 ``recall_at_precision``, the recall at the threshold ``ctloop evaluate`` chose for serving.
 """
@@ -44,6 +49,7 @@ from ctloop.monitoring.checks import Check
 from ctloop.training.training_set import label_rows
 
 HOLDOUT_METRIC = {"pr_auc": "pr_auc", "recall_at_threshold": "recall_at_precision"}
+RESAMPLES = 200  # bootstrap resamples behind each verdict's upper bound (seeded: a verdict is reproducible)
 
 
 def cohort(spec: PipelineSpec, start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -91,13 +97,17 @@ def matured_predictions(spec: PipelineSpec, lake: Lake, start: datetime, end: da
     times = txns.drop_duplicates(primary.id_field).set_index(primary.id_field)[primary.time_field]
     preds["event_timestamp"] = preds[join].map(times).fillna(preds[log.time_field])
     preds = preds[(preds["event_timestamp"] >= since) & (preds["event_timestamp"] < end)]
-    reported = _landed(lake, spec, spec.labels.events, [join, labels.time_field], since, end)
+    # labels count up to the horizon that maturity is measured against: the watermark read first, so a
+    # chargeback landed after it (but before ``end``) cannot make a prediction positive that training would not
+    watermark = label_watermark(lake, spec)
+    reported = _landed(lake, spec, spec.labels.events, [join, labels.time_field], since,
+                       min(end, watermark) if watermark is not None else end)
     newest = reported[labels.time_field].max().to_pydatetime() if len(reported) else None
-    known = label_watermark(lake, spec) or newest  # the lander's record; a lake without manifests: the newest label
+    known = watermark or newest  # the lander's record; a lake without manifests: the newest label
     horizon = min(end, known) if known is not None else None
     rows, immature = label_rows(preds, pd.Index(reported[join].unique()), join=join, target=target,
                                 horizon=horizon, maturity_days=spec.labels.maturity_days)
-    rows = rows[rows["event_timestamp"] >= since].reset_index(drop=True)
+    rows = rows.reset_index(drop=True)
     fields = pd.DataFrame([json.loads(f) if isinstance(f, str) and f else {} for f in rows["features"]],
                           index=rows.index)
     rows = rows.join(fields[[c for c in fields.columns if c not in rows.columns]])
@@ -105,17 +115,54 @@ def matured_predictions(spec: PipelineSpec, lake: Lake, start: datetime, end: da
                   "labels_known_until": horizon.isoformat() if horizon else None}
 
 
-def realized(spec: PipelineSpec, y: Any, scores: Any, decisions: Any) -> dict[str, Any]:
-    """Realized figures of one population: PR-AUC, recall and precision at the serving threshold."""
+def _figure(metric: str, y: Any, scores: Any, decisions: Any, spec: PipelineSpec) -> float:
+    """``metric`` of one population (labels, scores and decisions as numpy arrays); NaN where undefined."""
+    if metric == "pr_auc":
+        return metric_value("pr_auc", y, scores, spec.evaluation)
+    positives = int(y.sum())
+    return int((y * decisions).sum()) / positives if positives else float("nan")
+
+
+def _arrays(y: Any, scores: Any, decisions: Any) -> tuple[Any, Any, Any]:
     import numpy as np
 
-    y, decisions = np.asarray(y, dtype="int64"), np.asarray(decisions, dtype="int64")
-    flagged, positives = int(decisions.sum()), int(y.sum())
-    hits = int((y * decisions).sum())
-    return {"pr_auc": metric_value("pr_auc", y, np.asarray(scores, dtype="float64"), spec.evaluation),
-            "recall_at_threshold": hits / positives if positives else float("nan"),
+    return (np.asarray(y, dtype="int64"), np.asarray(scores, dtype="float64"),
+            np.asarray(decisions, dtype="int64"))
+
+
+def realized(spec: PipelineSpec, y: Any, scores: Any, decisions: Any) -> dict[str, Any]:
+    """Realized figures of one population: PR-AUC, recall and precision at the serving threshold."""
+    y, scores, decisions = _arrays(y, scores, decisions)
+    flagged, hits = int(decisions.sum()), int((y * decisions).sum())
+    return {"pr_auc": _figure("pr_auc", y, scores, decisions, spec),
+            "recall_at_threshold": _figure("recall_at_threshold", y, scores, decisions, spec),
             "precision_at_threshold": hits / flagged if flagged else float("nan"),
-            "rows": len(y), "positives": positives}
+            "rows": len(y), "positives": int(y.sum())}
+
+
+def upper_bound(spec: PipelineSpec, y: Any, scores: Any, decisions: Any, confidence: float, *,
+                resamples: int = RESAMPLES, seed: int = 0) -> float:
+    """One-sided upper ``confidence`` bound of the realized metric, by a stratified bootstrap of the population.
+
+    Positives and negatives are resampled separately, each to its own count, so every resample has the
+    cohort's positives and prevalence (PR-AUC moves with prevalence) and only which rows were drawn varies.
+    Twenty positives make a PR-AUC that swings by a third between stationary windows: the verdict reads
+    this bound, not the point estimate. (``metrics.paired_bootstrap`` compares two models on shared rows,
+    two-sided and unstratified; this judges one model against a fixed figure.)
+    """
+    import numpy as np
+
+    y, scores, decisions = _arrays(y, scores, decisions)
+    metric = spec.monitoring.performance.metric
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    values = []
+    for _ in range(resamples):
+        idx = np.concatenate([pos[rng.integers(0, len(pos), len(pos))], neg[rng.integers(0, len(neg), len(neg))]])
+        value = _figure(metric, y[idx], scores[idx], decisions[idx], spec)
+        if not is_nan(value):
+            values.append(value)
+    return float(np.quantile(values, confidence)) if values else float("nan")
 
 
 def champion_holdout(spec: PipelineSpec, settings: Settings) -> tuple[str | None, dict[str, float]]:
@@ -132,10 +179,12 @@ def champion_holdout(spec: PipelineSpec, settings: Settings) -> tuple[str | None
     return version, {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
 
 
-def judge(spec: PipelineSpec, name: str, figures: dict[str, Any], holdout: float | None,
-          evidence: dict[str, Any]) -> Check:
-    """One verdict: no verdict below ``min_positives``, else failed past ``max_decay`` below the holdout figure."""
+def judge(spec: PipelineSpec, name: str, y: Any, scores: Any, decisions: Any, holdout: float | None,
+          evidence: dict[str, Any], *, confidence: float) -> Check:
+    """One verdict on a population (labels, scores, decisions): no verdict below ``min_positives``, else failed
+    when even the metric's upper ``confidence`` bound lies more than ``max_decay`` below the holdout figure."""
     perf = spec.monitoring.performance
+    figures = realized(spec, y, scores, decisions)
     metric, value = perf.metric, figures[perf.metric]
     evidence = {**evidence, "realized": figures, "holdout": {metric: holdout}, "metric": metric,
                 "max_decay": perf.max_decay}
@@ -145,12 +194,14 @@ def judge(spec: PipelineSpec, name: str, figures: dict[str, Any], holdout: float
     if holdout is None or is_nan(value) or not holdout:
         return Check(name, True, f"no verdict: no champion holdout {HOLDOUT_METRIC[metric]} to compare "
                                  f"realized {metric} {value:.4f} with", evidence)
-    decay = (holdout - value) / holdout
-    evidence["decay"] = decay
-    line = (f"realized {metric} {value:.4f} vs champion holdout {holdout:.4f}: decay {decay:+.1%} "
-            f"(at most {perf.max_decay:.0%}) over {figures['rows']:,} matured predictions, "
-            f"{figures['positives']} positives")
-    return Check(name, decay <= perf.max_decay, line, evidence)
+    upper = upper_bound(spec, y, scores, decisions, confidence)
+    floor = holdout * (1 - perf.max_decay)
+    evidence.update(decay=(holdout - value) / holdout, realized_upper=upper, confidence=confidence,
+                    resamples=RESAMPLES)
+    line = (f"realized {metric} {value:.4f} vs champion holdout {holdout:.4f}: decay {evidence['decay']:+.1%} "
+            f"over {figures['rows']:,} matured predictions, {figures['positives']} positives; its {confidence:.2%} "
+            f"upper bound {upper:.4f} must reach {floor:.4f} (holdout less {perf.max_decay:.0%})")
+    return Check(name, is_nan(upper) or upper >= floor, line, evidence)
 
 
 def checks(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime, end: datetime, *,
@@ -171,13 +222,16 @@ def checks(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime, 
                 "predictions_by_version": {str(k): int(v) for k, v in served.items()}}
     key = HOLDOUT_METRIC[spec.monitoring.performance.metric]
     target = spec.labels.target
-    out = [judge(spec, "performance", realized(spec, rows[target], rows["score"], rows["decision"]),
-                 holdout.get(key), evidence)]
-    masks = slice_masks(spec, rows) if len(rows) else {cut.name: [] for cut in spec.evaluation.slices}
-    for cut in spec.evaluation.slices:
+    cuts = spec.evaluation.slices
+    # Bonferroni across the overall and per-slice checks: a stationary champion fails none of them at the
+    # gate's confidence, not each of them
+    confidence = 1 - (1 - spec.gate.confidence) / (1 + len(cuts))
+    out = [judge(spec, "performance", rows[target], rows["score"], rows["decision"], holdout.get(key), evidence,
+                 confidence=confidence)]
+    masks = slice_masks(spec, rows) if len(rows) else {cut.name: [] for cut in cuts}
+    for cut in cuts:
         part = rows[masks[cut.name]] if len(rows) else rows
         slice_evidence = {**evidence, "slices": [cut.model_dump(exclude_none=True)]}
-        out.append(judge(spec, f"performance_{cut.name}", realized(spec, part[target], part["score"],
-                                                                    part["decision"]),
-                         holdout.get(f"slice.{cut.name}.{key}"), slice_evidence))
+        out.append(judge(spec, f"performance_{cut.name}", part[target], part["score"], part["decision"],
+                         holdout.get(f"slice.{cut.name}.{key}"), slice_evidence, confidence=confidence))
     return out

@@ -31,6 +31,7 @@ from ctloop.lake.hours import HOUR
 from ctloop.lake.paths import (
     hour_of,
     quality_docs_prefix,
+    quality_volume_before,
     quality_volume_prefix,
     quality_volume_record,
     raw_prefix,
@@ -116,10 +117,10 @@ def landed_frame(spec: PipelineSpec, lake: Lake, stream: str, start: datetime, e
 
 
 def volume_norm(spec: PipelineSpec, lake: Lake, stream: str, start: datetime, end: datetime) -> dict[str, Any]:
-    """The row-count range expected for [start, end) from the volume records of the intervals before it."""
+    """The row-count range expected for [start, end) from the volume records of the intervals starting before it."""
     quality = spec.monitoring.quality
-    this = quality_volume_record(spec.name, stream, start)  # records are named by start: they list in time order
-    earlier = [p for p in lake.list(f"{quality_volume_prefix(spec.name, stream)}/") if p < this]
+    before = quality_volume_before(spec.name, stream, start)  # records are named by start: they list in time order
+    earlier = [p for p in lake.list(f"{quality_volume_prefix(spec.name, stream)}/") if p < before]
     history = [json.loads(lake.read(p)) for p in earlier[-quality.volume_history:]]
     if not history:
         return {"history": 0, "note": "no earlier interval recorded yet: volume not judged"}
@@ -178,11 +179,11 @@ def checks(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime, 
             passed, evidence = validate_frame(spec, stream, frame, end=None if frame.empty else end,
                                               volume_bounds=bounds, suites=suites,
                                               run_name=f"{stream}_{start:%Y%m%dT%H}-{end:%Y%m%dT%H}")
-        lake.write(quality_volume_record(spec.name, stream, start), json.dumps(
+        lake.write(quality_volume_record(spec.name, stream, start, end), json.dumps(
             {"stream": stream, "start": start.isoformat(), "end": end.isoformat(), "rows": len(frame),
              "hours": (end - start) / HOUR}).encode())
         judged[stream] = {"passed": passed, **evidence, "volume": norm}
-    docs = _publish_docs(spec, lake, suites, start) if any(j["expectations"] for j in judged.values()) else None
+    docs = _publish_docs(spec, lake, suites, start, end) if any(j["expectations"] for j in judged.values()) else None
     failed = {s: [describe(f) for f in j["failed"]] for s, j in judged.items() if not j["passed"]}
     blocked = block(lake, spec.name, start, end, failed, docs, now or datetime.now(UTC)) \
         if failed and action == "block" else None
@@ -214,9 +215,9 @@ def _detail(stream: str, judged: dict[str, Any], action: str) -> str:
             f"{lines} ({norm}); action {action}: {then}")
 
 
-def _publish_docs(spec: PipelineSpec, lake: Lake, suites: Suites, start: datetime) -> str:
+def _publish_docs(spec: PipelineSpec, lake: Lake, suites: Suites, start: datetime, end: datetime) -> str:
     """Render the interval's Data Docs and put them in the lake, replacing an earlier run's: index.html's URL."""
-    prefix = quality_docs_prefix(spec.name, start)
+    prefix = quality_docs_prefix(spec.name, start, end)
     for old in lake.list(f"{prefix}/"):
         lake.delete(old)
     with tempfile.TemporaryDirectory(prefix="ctloop-docs-") as tmp:

@@ -74,6 +74,21 @@ class Reference:
         return self._scores
 
 
+def _check_reachable(uri: str, timeout_s: float = 10) -> None:
+    """Fail in seconds, naming the URI, when the tracking server does not answer: MLflow's client retries an
+    unreachable server for minutes, which would hold the hourly monitor run (one at a time) that long."""
+    import httpx
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise ValueError(f"MLflow at {uri} does not answer ({type(exc).__name__}: {exc}): the monitor needs the "
+                         "registry to find the champion and its reference (CTLOOP_MLFLOW_TRACKING_URI; locally "
+                         "`ctloop stack up`)") from None
+
+
 def resolve(spec: PipelineSpec, settings: Settings, lake: Lake, snapshot: str | None = None) -> Reference | str:
     """The reference: ``snapshot`` if given, else the champion's training snapshot; a reason when there is none."""
     from mlflow.exceptions import MlflowException
@@ -81,6 +96,7 @@ def resolve(spec: PipelineSpec, settings: Settings, lake: Lake, snapshot: str | 
     from ctloop.registry.aliases import client, current_version
 
     name = spec.registered_model
+    _check_reachable(settings.mlflow_tracking_uri)
     mlflow_client = client(settings)
     try:  # an unreachable registry is an error, not "no champion": the check must not pass for want of MLflow
         mlflow_client.get_registered_model(name)

@@ -106,6 +106,11 @@ def reasons_from_checks(result: dict[str, Any] | None) -> list[str]:
     checks = (result or {}).get("checks") or []
     if not isinstance(checks, list):
         raise ValueError("checks: expected a list of {name, passed, detail}")
+    for i, check in enumerate(checks):
+        if not isinstance(check, dict) or not isinstance(check.get("name"), str):
+            raise ValueError(f"checks[{i}]: expected an object with a string name, got {check!r:.200}")
+        if not isinstance(check.get("evidence") or {}, dict):
+            raise ValueError(f"checks[{i}].evidence: expected an object, got {check['evidence']!r:.200}")
     return [f"{c.get('name', '?')}: {c.get('detail') or 'failed'}" for c in checks
             if not c.get("passed", False) and asks_retrain(c)]
 

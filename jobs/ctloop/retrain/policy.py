@@ -300,9 +300,31 @@ def requests_from_run(pipeline: str, *, run_type: str, run_after: datetime, conf
 
 
 def _evidence(payload: dict[str, Any]) -> dict[str, Any]:
-    """A request's evidence (the monitor DAG's failed checks), when it carries one."""
+    """A request's evidence (the monitor DAG's failed checks), when it carries one. Evidence of the wrong shape
+    (any client can send a conf or an asset event) is left out and the request says why: the request itself
+    stands, and nothing malformed reaches the note or the gate."""
+    from ctloop.config.spec import SliceSpec
+
     evidence = payload.get("evidence")
-    return {"evidence": evidence} if isinstance(evidence, dict) and evidence else {}
+    if evidence is None or evidence == {}:
+        return {}
+    problem = None
+    if not isinstance(evidence, dict):
+        problem = f"evidence: expected an object, got {type(evidence).__name__}"
+    else:
+        checks, slices = evidence.get("checks") or [], evidence.get("slices") or []
+        if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
+            problem = "evidence.checks: expected a list of objects"
+        elif not isinstance(slices, list):
+            problem = "evidence.slices: expected a list of slices"
+        else:
+            for i, cut in enumerate(slices):
+                try:
+                    SliceSpec.model_validate(cut)
+                except ValueError as exc:
+                    problem = f"evidence.slices[{i}]: not a slice ({exc.__class__.__name__}: {str(exc)[:200]})"
+                    break
+    return {"evidence_refused": problem} if problem else {"evidence": evidence}
 
 
 def evidence_from_checks(result: dict[str, Any] | None) -> dict[str, Any]:
@@ -331,6 +353,8 @@ def evidence_lines(requests: list[dict[str, Any]]) -> list[str]:
     """The run note's account of why: each failed check behind a request, with its report links."""
     lines = []
     for request in requests:
+        if request.get("evidence_refused"):
+            lines.append(f"evidence from {request.get('requested_by', '?')} left out: {request['evidence_refused']}")
         for check in (request.get("evidence") or {}).get("checks") or []:
             links = [v for k, v in (check.get("evidence") or {}).items()
                      if isinstance(v, str) and (k.endswith("report") or k.endswith("url") or k.endswith("docs"))]

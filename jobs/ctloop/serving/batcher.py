@@ -29,7 +29,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self._metrics = metrics
-        self._waiting: deque[tuple[list[dict[str, Any]], asyncio.Future[Any]]] = deque()
+        self._waiting: deque[tuple[list[dict[str, Any]], asyncio.Future[Any], float]] = deque()  # rows, future, arrival
         self._rows_waiting = 0
         self._last_arrival = float("-inf")
         self._lone = False  # the request that opens the next batch came alone (see the module's docstring)
@@ -49,7 +49,7 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for _, future in self._waiting:
+        for _, future, _ in self._waiting:
             if not future.done():
                 future.set_exception(RuntimeError("the server is shutting down"))
         self._executor.shutdown(wait=True)
@@ -63,7 +63,7 @@ class Batcher:
         if not self._waiting:
             self._lone = now - self._last_arrival > self.max_wait_s
         self._last_arrival = now
-        self._waiting.append((rows, future))
+        self._waiting.append((rows, future, now))
         self._rows_waiting += len(rows)
         self._wakeup.set()
         return await future
@@ -80,7 +80,8 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            deadline = loop.time() + (0.0 if self._lone else self.max_wait_s)
+            # the wait counts from the oldest request's arrival: one that queued while a batch was scored has waited
+            deadline = self._waiting[0][2] + (0.0 if self._lone else self.max_wait_s)
             while self._rows_waiting < self.max_batch_size:
                 left = deadline - loop.time()
                 if left <= 0:
@@ -92,7 +93,7 @@ class Batcher:
                     break
             batch, rows = [], []
             while self._waiting:
-                request_rows, future = self._waiting[0]
+                request_rows, future, _ = self._waiting[0]
                 if batch and len(rows) + len(request_rows) > self.max_batch_size:
                     break
                 self._waiting.popleft()

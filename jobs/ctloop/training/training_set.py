@@ -13,8 +13,9 @@ curated partitions it read), so the same inputs give the same id and an existing
 rewritten; new late data gives a new id.
 
 Landed data that failed its quality suite under ``monitoring.quality.action: block`` is refused until a
-person acknowledges it (``monitoring.blocks``): the command then reports ``refused`` with the reason and
-builds nothing, and the train DAG stops there with the reason in its note.
+person acknowledges it (``monitoring.blocks``), when the failed stream is one the set reads (``read_streams``):
+the command then reports ``refused`` with the reason and builds nothing, and the train DAG stops there with
+the reason in its note.
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ def _curated_table(lake: Lake, spec: PipelineSpec, stream: str, columns: list[st
     return data.to_table(columns=columns, filter=cond)
 
 
+def read_streams(spec: PipelineSpec) -> dict[str, str]:
+    """The event streams a training set reads, each with what for: the primary events, the labels, the feature
+    views' sources. A quality block on another stream (the prediction log, say) does not refuse training."""
+    roles: dict[str, list[str]] = {spec.primary: ["the primary events"]}
+    roles.setdefault(spec.labels.events, []).append("the labels")
+    for name, view in (spec.features.views if spec.features else {}).items():
+        roles.setdefault(view.source, []).append(f"source of feature view {name}")
+    return {stream: ", ".join(what) for stream, what in roles.items()}
+
+
 def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime, end: datetime,
                        as_of: datetime | None = None, store: Any = None) -> dict[str, Any]:
     import pandas as pd
@@ -72,10 +83,16 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
     # labels as known now (the label stream's watermark), unless the caller fixes a point in time
     as_of = as_of or max(end, watermark or end)
     horizon = min(as_of, watermark) if watermark is not None else None
-    blocking = [b for b in unacknowledged(lake, spec.name, start, as_of)
-                if parse_time(b["start"]) < end or spec.labels.events in b["streams"]]  # labels are read to as_of
+    reads = read_streams(spec)
+    blocking = []
+    for b in unacknowledged(lake, spec.name, start, as_of):
+        # events and features are read to end, labels to as_of: a block refuses for the streams read in it
+        read = {s: lines for s, lines in b["streams"].items()
+                if s in reads and (parse_time(b["start"]) < end or s == spec.labels.events)}
+        if read:
+            blocking.append({**b, "streams": read})
     if blocking:
-        reason = refusal(spec.name, start, end, blocking)
+        reason = refusal(spec.name, start, end, blocking, reads)
         print(f"[training-set] {reason}", file=sys.stderr, flush=True)
         return {"refused": True, "reason": reason, "blocked": [b["record"] for b in blocking], "pipeline": spec.name,
                 "start": start.isoformat(), "end": end.isoformat()}
