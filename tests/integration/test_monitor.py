@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ def landed(tmp_path_factory: pytest.TempPathFactory, broker: str, mlflow_server:
 
     tmp = tmp_path_factory.mktemp("monitor")
     pipelines, _ = make_pipeline(tmp, **{"simulator.params.days": DAYS, "simulator.params.start": START.isoformat(),
-                                         "monitoring.drift.min_samples": 200, "monitoring.schedule": "0 */4 * * *"})
+                                         "monitoring.drift.min_samples": 200, "monitoring.schedule": "0 */4 * * *",
+                                         # its own registered model: the MLflow server is the whole session's
+                                         "model.registered_name": f"ctloop-monitor-{uuid.uuid4().hex[:8]}"})
     settings = settings_for(tmp, broker, pipelines, mlflow_tracking_uri=mlflow_server)
     spec = load_spec("fraud", pipelines)
     produce(spec, settings, events=EVENTS, seed=3, drift_at=DRIFT_AT, drift_kind="covariate")

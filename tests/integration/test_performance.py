@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,9 @@ def _time(value: str) -> datetime:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("performance")
-    pipelines, _ = make_pipeline(tmp, **{"simulator.params.days": DAYS,
-                                         "monitoring.performance.min_positives": 15})
+    # its own registered model: the MLflow server is the whole test session's
+    pipelines, _ = make_pipeline(tmp, **{"simulator.params.days": DAYS, "monitoring.performance.min_positives": 15,
+                                         "model.registered_name": f"ctloop-perf-{uuid.uuid4().hex[:8]}"})
     spec = load_spec("fraud", pipelines)
     settings = settings_for(tmp, "127.0.0.1:1", pipelines, mlflow_tracking_uri=mlflow_server)
     sim = FraudSimulator(spec, 11, start=START.isoformat(), days=DAYS, cards=3000)
