@@ -54,7 +54,9 @@ def monitor(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime,
         reference_scores=lambda: ref.scores(spec, settings, lake) if ref else None, publish=publish)
     if spec.serving.predictions is not None:
         try:
-            checks += performance.checks(spec, settings, lake, start, end)
+            # the champion drift judged (one registry read for both checks), else performance looks it up
+            champion = (ref.version, performance.holdout_metrics(settings, ref.run_id)) if ref and ref.version else None
+            checks += performance.checks(spec, settings, lake, start, end, champion=champion)
         except ValueError as exc:
             checks.append(Check("performance", True, f"no verdict: {exc}", {"interval": [start.isoformat(),
                                                                                        end.isoformat()]}))

@@ -173,10 +173,16 @@ def champion_holdout(spec: PipelineSpec, settings: Settings) -> tuple[str | None
     version = current_version(mlflow_client, spec.registered_model, "champion")
     if version is None:
         return None, {}
-    run_id = mlflow_client.get_model_version(spec.registered_model, version).run_id
+    return version, holdout_metrics(settings, mlflow_client.get_model_version(spec.registered_model, version).run_id)
+
+
+def holdout_metrics(settings: Settings, run_id: str | None) -> dict[str, float]:
+    """The holdout metrics ``ctloop evaluate`` logged on a version's run (``eval.candidate.*``, prefix dropped)."""
+    from ctloop.registry.aliases import client
+
     prefix = "eval.candidate."
-    metrics = mlflow_client.get_run(run_id).data.metrics if run_id else {}
-    return version, {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+    metrics = client(settings).get_run(run_id).data.metrics if run_id else {}
+    return {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
 
 
 def judge(spec: PipelineSpec, name: str, y: Any, scores: Any, decisions: Any, holdout: float | None,
