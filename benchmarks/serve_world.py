@@ -37,7 +37,7 @@ def write_feature_rows(lake: Any, spec: Any, frame: Any) -> int:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from ctloop.lake.paths import features_prefix, partition_of
+    from ctloop.lake.paths import day_partition, features_prefix
 
     rows = 0
     created = pd.Timestamp.now(tz="UTC").floor("s")
@@ -46,12 +46,11 @@ def write_feature_rows(lake: Any, spec: Any, frame: Any) -> int:
         part = frame[[key, "event_timestamp", *view.feature_types]].copy()
         part["created_timestamp"] = created
         part = part.drop_duplicates([key, "event_timestamp"])
-        hours = part["event_timestamp"].dt.floor("h")
-        for hour, chunk in part.groupby(hours):
+        for day, chunk in part.groupby(part["event_timestamp"].dt.floor("D")):
             table = pa.Table.from_pandas(chunk.reset_index(drop=True), preserve_index=False)
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink)
-            path = f"{features_prefix(spec.name, view_name)}/{partition_of(hour.to_pydatetime())}/part-0.parquet"
+            path = f"{features_prefix(spec.name, view_name)}/{day_partition(day.to_pydatetime())}/part-0.parquet"
             lake.write(path, sink.getvalue().to_pybytes())
         rows += len(part)
     return rows

@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from ctloop.config.spec import PipelineSpec
 from ctloop.ingest.events import EventCodec
-from ctloop.lake.paths import manifest_prefix, partition_of, raw_prefix
+from ctloop.lake.paths import hour_partition, manifest_prefix, raw_prefix
 from ctloop.lake.store import Lake, LocalLake
 from ctloop.sim.simulator import load_simulator
 
@@ -40,7 +40,7 @@ def write_table(lake: Lake, spec: PipelineSpec, stream: str, table: pa.Table, pa
     for hour in sorted(pc.unique(hours).to_pylist()):
         part = table.filter(pc.equal(hours, hour))
         at = datetime.fromtimestamp(hour * 3600, tz=UTC)
-        lake_partition = partition_of(at)
+        lake_partition = hour_partition(at)
         first = part["_kafka_offset"][0].as_py()
         path = f"{raw_prefix(spec.name, event.topic)}/{lake_partition}/{event.topic}+{partition}+{first:020d}.parquet"
         sink = pa.BufferOutputStream()
@@ -69,15 +69,20 @@ def simulate_tables(spec: PipelineSpec, events: int, seed: int = 1) -> dict[str,
 
 
 def write_simulated_lake(lake: Lake, spec: PipelineSpec, events: int, seed: int = 1,
-                         partitions: int = 2) -> dict[str, Any]:
-    """Simulate ``events`` transactions (and their chargebacks) into the raw lake; returns the tables."""
+                         partitions: int = 2, segment: int | None = None) -> dict[str, Any]:
+    """Simulate ``events`` transactions (and their chargebacks) into the raw lake; returns the tables.
+
+    Each Kafka partition lands as one batch, or as batches of ``segment`` records (the lander closes a
+    segment by size or time, so a real lake has many: each writes its own file per partition of the lake).
+    """
     tables = simulate_tables(spec, events, seed)
     for stream, table in tables.items():
         step = -(-table.num_rows // partitions) if table.num_rows else 0
         for p in range(partitions):
             chunk = table.slice(p * step, step)
-            if chunk.num_rows:
-                write_table(lake, spec, stream, chunk, p, 0)
+            size = segment or max(chunk.num_rows, 1)
+            for first in range(0, chunk.num_rows, size):
+                write_table(lake, spec, stream, chunk.slice(first, size), p, first)
     return tables
 
 

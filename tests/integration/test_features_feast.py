@@ -1,5 +1,8 @@
 """Feast on the Spark features: materialization (chunked, watermarked, idempotent) into SQLite and Redis,
-online values equal the latest offline ones, point-in-time training sets, and `feast plan/apply`."""
+online values equal the latest offline ones, point-in-time training sets, and `feast plan/apply`.
+
+Both offline stores run for real: DuckDB (the local runtime's) and Spark (production's, here on the
+session's local Spark over the file lake instead of S3)."""
 
 from __future__ import annotations
 
@@ -29,7 +32,6 @@ from tests.conftest import ROOT, make_pipeline
 from tests.features_helpers import read_dataset, write_simulated_lake
 
 START, END = parse_interval("2026-01-01", "2026-01-05")
-STORES = ["sqlite", "redis"]
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +61,13 @@ def _online(store: Any, spec: Any, key: str, values: list[str]) -> pd.DataFrame:
                                                   entity_rows=rows).to_dict())
 
 
-@pytest.mark.parametrize("online", STORES)
+@pytest.mark.parametrize(("online", "offline"), [("sqlite", "duckdb"), ("redis", "duckdb"), ("redis", "spark")])
 def test_online_values_after_materialization_equal_the_latest_offline(lake_with_features: dict[str, Any],
-                                                                      online: str) -> None:
+                                                                      online: str, offline: str) -> None:
     from ctloop.features.store import open_store
 
     spec, lake = lake_with_features["spec"], lake_with_features["lake"]
-    settings = _settings(lake_with_features, online)
+    settings = _settings(lake_with_features, online, feast_offline_store=offline)
     store = open_store(settings, spec)
     first = materialize(spec, settings, lake, START, END, store)
     assert first["views"]["card_activity"]["chunks"] == 4  # 1-day chunks over 4 days
@@ -90,13 +92,15 @@ def test_online_values_after_materialization_equal_the_latest_offline(lake_with_
     assert later["views"]["card_activity"]["chunks"] == 3
 
 
-def test_training_set_is_point_in_time_correct_and_immutable(lake_with_features: dict[str, Any]) -> None:
+@pytest.mark.parametrize("offline", ["duckdb", "spark"])
+def test_training_set_is_point_in_time_correct_and_immutable(lake_with_features: dict[str, Any],
+                                                             offline: str) -> None:
     from ctloop.features.store import open_store
 
     spec, lake = lake_with_features["spec"], lake_with_features["lake"]
-    settings = _settings(lake_with_features, "sqlite")
+    settings = _settings(lake_with_features, "sqlite", feast_offline_store=offline)
     store = open_store(settings, spec)
-    as_of = START + timedelta(days=3)
+    as_of = START + timedelta(days=3, hours=["duckdb", "spark"].index(offline))  # one snapshot each, not reused
     snap = build_training_set(spec, settings, lake, START, START + timedelta(days=3), as_of=as_of, store=store)
     assert not snap["reused"]
     manifest = json.loads(lake.read(f"training_sets/fraud/{snap['snapshot_id']}/manifest.json"))
@@ -141,9 +145,10 @@ def test_feast_plan_and_apply_from_the_repo(lake_with_features: dict[str, Any], 
     assert (tmp_path / ".state" / "feast" / "registry.db").is_file()
     listed = _feast(["feature-services", "list"], repo, env)
     assert "fraud_model" in listed.stdout
-    # production: Redis online store, everything from CTLOOP_* variables
+    # production: Redis online store, Spark offline store, everything from CTLOOP_* variables
     project = f"p{uuid.uuid4().hex[:8]}"
     prod_env = {**env, "CTLOOP_FEAST_PROJECT": project, "CTLOOP_FEAST_REDIS": "127.0.0.1:6379,db=3",
+                "CTLOOP_FEAST_OFFLINE_STORE": "spark",
                 "CTLOOP_FEAST_REGISTRY": str(tmp_path / "prod-registry.db")}
     prod = _feast(["-f", "production/feature_store.yaml", "apply"], repo, prod_env)
     assert prod.returncode == 0, prod.stderr

@@ -111,7 +111,7 @@ def test_late_events_recompute_the_partitions_they_touch(spark: Any, tmp_path: P
     day1, day2, day3 = (START + timedelta(days=d) for d in (1, 2, 3))
     clean_pipeline(spark, spec, lake, START, day2)
     build_features(spark, spec, lake, START, day2)
-    # a late transaction for an active card, landed after its hour was curated (inside the 2d lateness)
+    # a late transaction for an active card, landed after its day was curated (inside the 2d lateness)
     txns = tables["transactions"].to_pandas()
     card = txns[txns.event_time < day1].card_id.value_counts().index[0]
     late = txns[txns.card_id == card].iloc[:1].copy()
@@ -120,14 +120,14 @@ def test_late_events_recompute_the_partitions_they_touch(spark: Any, tmp_path: P
     write_table(lake, spec, "transactions", pa.Table.from_pandas(late, schema=tables["transactions"].schema,
                                                                  preserve_index=False), 3, 50_000)
     summary = clean(spark, spec, lake, "transactions", day2, day3)
-    assert summary["late_partitions"] == ["event_date=2026-01-02/event_hour=10"]
+    assert summary["late_partitions"] == ["event_date=2026-01-02"]
     curated = read_dataset(lake, curated_prefix("fraud", "transactions"))
     assert (curated.transaction_id == "late-1").sum() == 1
     clean(spark, spec, lake, "chargebacks", day2, day3)
     feats = build_features(spark, spec, lake, day2, day3)
     view = feats["views"]["card_activity"]
-    assert view["from"] == late_time.replace(minute=0)
-    assert view["late_inputs"] == ["transactions/event_date=2026-01-02/event_hour=10"]
+    assert view["from"] == day1  # the whole day of the late event is rebuilt, and every later one
+    assert view["late_inputs"] == ["transactions/event_date=2026-01-02"]
     rows = read_dataset(lake, features_prefix("fraud", "card_activity"))
     after = rows[(rows.card_id == card) & (rows.event_timestamp > late_time)
                  & (rows.event_timestamp <= late_time + timedelta(hours=24))]

@@ -219,9 +219,8 @@ def test_labels_count_only_up_to_the_watermark(tmp_path: Path) -> None:
         {"kind": "raw", "lake_partition": f"event_date={late:%Y-%m-%d}/event_hour={late:%H}", "first_offset": 0,
          "last_offset": 19, "min_event_time": (day + timedelta(days=8)).isoformat(),
          "max_event_time": late.isoformat()}]}).encode())  # landed until Feb 14 07:00
-    cleaned = watermark - timedelta(hours=1)  # cleaned until Feb 14 00:00: the watermark
-    lake.write(clean_marker(spec.name, spec.labels.events, f"event_date={cleaned:%Y-%m-%d}/event_hour={cleaned:%H}"),
-               b"{}")
+    lake.write(clean_marker(spec.name, spec.labels.events, f"event_date={watermark - timedelta(days=1):%Y-%m-%d}"),
+               json.dumps({"until": watermark.isoformat()}).encode())  # cleaned until Feb 14 00:00: the watermark
 
     verdict = performance.checks(spec, None, lake, now - timedelta(hours=1), now, champion=("1", {"pr_auc": 0.9}))[0]
     assert verdict.evidence["labels_known_until"] == watermark.isoformat()

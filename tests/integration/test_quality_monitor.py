@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from ctloop.config.spec import PipelineSpec
-from ctloop.lake.paths import partition_of, quality_block_path, quality_blocks_prefix, raw_prefix
+from ctloop.lake.paths import hour_partition, quality_block_path, quality_blocks_prefix, raw_prefix
 from ctloop.lake.store import Lake
 from ctloop.monitoring.blocks import acknowledge, block, unacknowledged
 from ctloop.monitoring.checks import Check
@@ -213,7 +213,7 @@ def test_volume_freshness_and_schema(judged: Any) -> None:
 
     strings = pa.table({"transaction_id": ["s1"], "amount": ["12.5"], "event_time": [START + 10 * H]})
     topic = spec.events["transactions"].topic
-    lake.write(f"{raw_prefix('fraud', topic)}/{partition_of(START + 10 * H)}/{topic}+9+0.parquet", _parquet(strings))
+    lake.write(f"{raw_prefix('fraud', topic)}/{hour_partition(START + 10 * H)}/{topic}+9+0.parquet", _parquet(strings))
     mixed = _judge(spec, settings, lake, START + 10 * H, START + 11 * H)["quality_transactions"]
     assert not mixed.passed and "do not share one schema" in mixed.detail
 

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 from ctloop.config.settings import Settings
 from ctloop.config.spec import PipelineSpec, load_spec
-from ctloop.lake.paths import dlq_prefix, features_prefix, partition_of, raw_prefix
+from ctloop.lake.paths import day_partition, dlq_prefix, features_prefix, raw_prefix
 from ctloop.lake.store import open_lake
 from ctloop.sim.simulator import synthetic_training_frame
 from ctloop.stack.service import free_port
@@ -77,7 +77,7 @@ def _materialize(spec: PipelineSpec, settings: Settings, rows: pd.DataFrame, at:
                              for f, t in view.feature_types.items()}})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
-        lake.write(f"{features_prefix(spec.name, view_name)}/{partition_of(hour)}/part-0.parquet",
+        lake.write(f"{features_prefix(spec.name, view_name)}/{day_partition(hour)}/part-0.parquet",
                    sink.getvalue().to_pybytes())
     materialize(spec, settings, lake, hour, hour + timedelta(hours=1))
 

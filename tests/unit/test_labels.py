@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from ctloop.config.spec import load_spec
 from ctloop.ingest.manifests import label_watermark, landed_span
-from ctloop.lake.hours import hours
-from ctloop.lake.paths import clean_marker, manifest_prefix, partition_of
+from ctloop.lake.hours import days
+from ctloop.lake.paths import clean_marker, day_partition, hour_partition, manifest_prefix
 from ctloop.lake.store import LocalLake
 from ctloop.training.training_set import label_rows, latest_window
 
@@ -31,7 +31,7 @@ def _land(lake: LocalLake, stream: str, start: datetime, end: datetime, *, offse
     """One manifest with one raw file whose events span [start, end) (or one event at ``event_time``)."""
     topic = SPEC.events[stream].topic
     latest = event_time or end - timedelta(seconds=1)
-    entry = {"kind": "raw", "rows": 10, "lake_partition": partition_of(start), "first_offset": offset,
+    entry = {"kind": "raw", "rows": 10, "lake_partition": hour_partition(start), "first_offset": offset,
              "last_offset": offset + 9, "min_event_time": (event_time or start).isoformat(),
              "max_event_time": latest.isoformat(), "max_kafka_time": (sent or latest).isoformat()}
     manifest = {"pipeline": "fraud", "topic": topic, "partition": 0, "files": [entry]}
@@ -39,8 +39,10 @@ def _land(lake: LocalLake, stream: str, start: datetime, end: datetime, *, offse
 
 
 def _clean(lake: LocalLake, stream: str, start: datetime, end: datetime) -> None:
-    for hour in hours(start, end):
-        lake.write(clean_marker("fraud", stream, partition_of(hour)), b'{"files": [], "rows": 0, "hash": "0"}')
+    for day in days(start, end):
+        until = min(day + timedelta(days=1), end).isoformat()
+        lake.write(clean_marker("fraud", stream, day_partition(day)),
+                   json.dumps({"files": [], "rows": 0, "hash": "0", "until": until}).encode())
 
 
 @pytest.fixture

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     spark_shuffle_partitions: int = Field(8, ge=1, le=100_000, description="spark.sql.shuffle.partitions of the jobs.")
     feast_project: str = Field("ctloop", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name.")
     feast_online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store type.")
+    feast_offline_store: Literal["duckdb", "spark"] | None = Field(
+        None, description="Feast offline store (point-in-time joins, materialization reads): `duckdb` (default of "
+                          "the local runtime: one process, fast on a laptop's lake) or `spark` (default of the "
+                          "kubernetes runtime: the lake on S3 read by Spark, which materializes too).")
     feast_redis: SecretStr = Field(
         SecretStr("127.0.0.1:6379"),
         description="Redis connection: host:port[,db=N,ssl=true,password=...] (Feast's format; secret).",
@@ -229,9 +233,11 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _default_landing(self) -> Settings:
+    def _runtime_defaults(self) -> Settings:
         if self.landing is None:  # one landing path per runtime (docs/ingest.md)
             object.__setattr__(self, "landing", "service" if self.runtime == "kubernetes" else "dag")
+        if self.feast_offline_store is None:  # docs/features.md: chosen on measurement, per runtime
+            object.__setattr__(self, "feast_offline_store", "spark" if self.runtime == "kubernetes" else "duckdb")
         return self
 
     @cached_property

@@ -1,7 +1,8 @@
 """``ctloop spark clean``: raw lake → curated events, per stream, for an interval of whole hours.
 
 Enforces the spec's schema (bad rows go to quarantine with every reason), keeps the first copy of
-each event id, and is idempotent. Late data: each hour partition of the look-back window
+each event id, and is idempotent. Curated data is partitioned by day, so the job rebuilds every day
+the interval touches, from all the raw files of that day. Late data: each day of the look-back window
 (``features.lateness``) is compared with the raw files it was last built from (its marker) and
 rebuilt when late events have touched it.
 """
@@ -13,40 +14,51 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.config.spec import EventSpec, PipelineSpec, duration_seconds
 from ctloop.features.spark import (
-    SPARK_TYPES,
     clear,
     configure_session,
+    event_schema,
     log,
     read_json,
     spark_uri,
     write_json,
     write_parts,
 )
-from ctloop.lake.hours import hours
-from ctloop.lake.paths import PARTITION_RE, clean_marker, curated_prefix, partition_of, quarantine_prefix, raw_prefix
+from ctloop.lake.hours import DAY, day_start, days
+from ctloop.lake.paths import (
+    HOUR_PARTITION_RE,
+    clean_marker,
+    curated_prefix,
+    day_of,
+    day_partition,
+    quarantine_prefix,
+    raw_prefix,
+)
 from ctloop.lake.store import Lake
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
+    from pyspark.sql.types import StructType
 
 
-def _violations(event: EventSpec, raw_cols: set[str]) -> tuple[list[Column], Column]:
-    """Typed columns and one reason expression (null when the row is fine) naming every failed field."""
+def _raw_schema(event: EventSpec) -> StructType:
+    """The raw files' columns as the lander writes them: the spec's fields in their types (the lander validated
+    every event against them) and the Kafka coordinates. Reading with it needs no file footers, and files
+    landed before a field was added read it as null."""
+    from pyspark.sql.types import IntegerType, LongType, TimestampType
+
+    return event_schema(event).add("_kafka_partition", IntegerType()).add("_kafka_offset", LongType()) \
+        .add("_kafka_timestamp", TimestampType())
+
+
+def _violations(event: EventSpec) -> Column:
+    """One reason expression (null when the row is fine) naming every failed field."""
     from pyspark.sql import functions as F
 
-    typed, reasons = [], []
+    reasons = []
     for name, field in event.fields.items():
-        spark_type = SPARK_TYPES[field.type]
-        source = F.col(f"`{name}`") if name in raw_cols else F.lit(None)
-        value = source.cast(spark_type)
-        typed.append(value.alias(name))
-        if name not in raw_cols:
-            if field.required:
-                reasons.append(F.lit(f"{name}: column missing"))
-            continue
-        reasons.append(F.when(source.isNotNull() & value.isNull(), F.lit(f"{name}: not a valid {field.type}")))
+        value = F.col(f"`{name}`")
         if field.required:
-            reasons.append(F.when(source.isNull(), F.lit(f"{name}: required but null")))
+            reasons.append(F.when(value.isNull(), F.lit(f"{name}: required but null")))
         if field.allowed is not None:
             reasons.append(F.when(value.isNotNull() & ~value.isin(field.allowed), F.concat(
                 F.lit(f"{name}: not one of the allowed values, got '"), value, F.lit("'"))))
@@ -57,12 +69,12 @@ def _violations(event: EventSpec, raw_cols: set[str]) -> tuple[list[Column], Col
         if field.max is not None:
             reasons.append(F.when(value > field.max, F.lit(f"{name}: above max {field.max}")))
     reason = F.concat_ws("; ", F.array_compact(F.array(*reasons)))
-    return typed, F.when(reason != "", reason)
+    return F.when(reason != "", reason)
 
 
 def clean(spark: SparkSession, spec: PipelineSpec, lake: Lake, stream: str, start: datetime,
           end: datetime) -> dict[str, Any]:
-    """Enforce the schema, dedupe by id, quarantine bad rows; rebuild [start, end) and late-touched hours."""
+    """Enforce the schema, dedupe by id, quarantine bad rows; rebuild the days of [start, end) and late-touched days."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -71,23 +83,27 @@ def clean(spark: SparkSession, spec: PipelineSpec, lake: Lake, stream: str, star
     lateness = timedelta(seconds=duration_seconds(spec.features.lateness if spec.features else "2d"))
     look_from = start - lateness
     raw_root = raw_prefix(spec.name, event.topic)
-    by_part: dict[str, list[str]] = {}
+    by_part: dict[str, list[str]] = {}  # day partition → its raw files (the lander writes them by hour)
     for path in lake.list(raw_root + "/"):
-        match = PARTITION_RE.search(path)
-        if match and path.endswith(".parquet"):
-            by_part.setdefault(match.group(0), []).append(path)
-    interval = [partition_of(h) for h in hours(start, end)]
+        if path.endswith(".parquet") and HOUR_PARTITION_RE.search(path):
+            by_part.setdefault(day_partition(day_of(path)), []).append(path)
+    interval = [day_partition(d) for d in days(start, end)]
     late = []
-    for h in hours(look_from, start):
-        part = partition_of(h)
+    for d in days(look_from, day_start(start)):
+        part = day_partition(d)
         marker = read_json(lake, clean_marker(spec.name, stream, part))
         if marker is not None and marker["files"] != by_part.get(part, []):
             late.append(part)
     targets = sorted(set(interval) | set(late))
-    context = [p for h in hours(look_from, end) if (p := partition_of(h)) in by_part]
-    files = [spark_uri(lake, f) for p in context for f in by_part[p]]
+    context = [p for d in days(look_from, end) if (p := day_partition(d)) in by_part]
+    files = [f for p in context for f in by_part[p]]
     log(f"clean {spec.name}.{stream} [{start:%Y-%m-%dT%H}, {end:%Y-%m-%dT%H}): {len(files)} raw files, "
-         f"late partitions {late or 'none'}")
+         f"{len(targets)} days to write, late days {late or 'none'}")
+
+    def known_until(part: str) -> str:
+        """How far a rebuilt day is known: its end, or the interval's end when that falls inside it."""
+        return min(day_of(part) + DAY, end).isoformat()
+
     summary: dict[str, Any] = {"job": "clean", "pipeline": spec.name, "stream": stream, "start": start, "end": end,
                                "raw_files": len(files), "late_partitions": late, "partitions_written": len(targets)}
     curated, quarantine = curated_prefix(spec.name, stream), quarantine_prefix(spec.name, stream)
@@ -95,18 +111,16 @@ def clean(spark: SparkSession, spec: PipelineSpec, lake: Lake, stream: str, star
         clear(lake, curated, targets)
         clear(lake, quarantine, targets)
         for part in targets:
-            write_json(lake, clean_marker(spec.name, stream, part), {"files": [], "rows": 0, "hash": "0"})
+            write_json(lake, clean_marker(spec.name, stream, part),
+                       {"files": [], "rows": 0, "hash": "0", "until": known_until(part)})
         return {**summary, "rows": 0, "quarantined": 0, "duplicates": 0, "checksum": {"rows": 0, "hash": "0"}}
 
-    raw = spark.read.option("mergeSchema", "true").parquet(*files)
-    raw_cols = set(raw.columns)
-    typed, reason = _violations(event, raw_cols)
-    kafka = [F.col(c) if c in raw_cols else F.lit(None).alias(c)
-             for c in ("_kafka_partition", "_kafka_offset", "_kafka_timestamp")]
-    where = F.regexp_extract(F.input_file_name(), PARTITION_RE.pattern, 0)
-    rows = raw.select(*typed, *kafka, reason.alias("_reason"), where.alias("_part"))
-    rows = rows.withColumn("event_date", F.substring("_part", 12, 10)) \
-        .withColumn("event_hour", F.substring("_part", -2, 2))
+    # the context's day folders, not its files one by one: Spark lists each folder once (a path per file costs
+    # a listing each); the hour folders below become the event_date and event_hour columns
+    raw = spark.read.schema(_raw_schema(event)).option("basePath", spark_uri(lake, raw_root)) \
+        .parquet(*[spark_uri(lake, f"{raw_root}/{p}") for p in context])
+    rows = raw.select(*event.fields, "_kafka_partition", "_kafka_offset", "_kafka_timestamp", "event_date",
+                      _violations(event).alias("_reason"), F.concat(F.lit("event_date="), "event_date").alias("_part"))
     rows = rows.persist()
     bad = rows.filter(F.col("_reason").isNotNull() & F.col("_part").isin(targets))
     good = rows.filter(F.col("_reason").isNull())
@@ -128,10 +142,10 @@ def clean(spark: SparkSession, spec: PipelineSpec, lake: Lake, stream: str, star
     q_count = quarantined.count()
     write_parts(out, lake, curated, targets)
     write_parts(quarantined, lake, quarantine, targets)
-    # markers: which raw files each partition was built from, and what it holds
+    # markers: which raw files each day was built from, what it holds, and how far it is known
     for part in targets:
         n, h = sums.get(part, (0, "0"))
-        marker = {"files": by_part.get(part, []), "rows": n, "hash": h}
+        marker = {"files": by_part.get(part, []), "rows": n, "hash": h, "until": known_until(part)}
         write_json(lake, clean_marker(spec.name, stream, part), marker)
     total = {"rows": sum(n for n, _ in sums.values()), "hash": str(sum(int(h) for _, h in sums.values()))}
     rows.unpersist()

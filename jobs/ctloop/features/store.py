@@ -2,8 +2,10 @@
 
 ``feature_repo/definitions.py`` (what ``feast plan``/``feast apply`` read) and the ctloop jobs both call
 ``repo_objects``, so the entities, sources, feature views (with TTL) and the model's feature service
-can never drift from what Spark computes. The store itself is configured from ``Settings``: SQLite
-online + Parquet offline locally, Redis online + Parquet on S3 in production.
+can never drift from what Spark computes. The store itself is configured from ``Settings``: locally a
+SQLite online store and DuckDB over the lake's Parquet offline; in production Redis online, and Spark
+over the Parquet on S3 offline (Feast's Spark offline store and materialization engine), so neither
+the point-in-time join nor materialization is one process scanning S3.
 """
 
 from __future__ import annotations
@@ -22,14 +24,32 @@ if TYPE_CHECKING:
 
 
 def offline_path(settings: Settings, pipeline: str, view: str) -> str:
-    """Where Feast reads a view's rows: the folder the Spark features job writes."""
+    """Where Feast reads a view's rows: the folder the Spark features job writes (one file per day)."""
     url = f"{settings.lake_uri}/{features_prefix(pipeline, view)}"
-    return urlparse(url).path if url.startswith("file://") else url
+    if url.startswith("file://"):
+        return urlparse(url).path
+    return "s3a://" + url.removeprefix("s3://") if settings.feast_offline_store == "spark" else url
+
+
+def _source(settings: Settings, pipeline: str, view: str) -> Any:
+    """The view's offline source: a Spark source (pruned by ``event_date``) or a file source for DuckDB."""
+    path = offline_path(settings, pipeline, view)
+    times = {"timestamp_field": "event_timestamp", "created_timestamp_column": "created_timestamp"}
+    if settings.feast_offline_store == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(name=f"{pipeline}__{view}", path=path, file_format="parquet",
+                           date_partition_column="event_date", **times)
+    from feast import FileSource
+    from feast.data_format import ParquetFormat
+
+    return FileSource(name=f"{pipeline}__{view}", path=path, file_format=ParquetFormat(), **times,
+                      s3_endpoint_override=settings.s3_endpoint_url if path.startswith("s3://") else None)
 
 
 def repo_objects(spec: PipelineSpec, settings: Settings) -> list[Any]:
     """Entities, file sources, feature views and the feature service of one pipeline."""
-    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast import Entity, FeatureService, FeatureView, Field, ValueType
     from feast.types import Float64, Int64
 
     if spec.features is None:
@@ -40,11 +60,7 @@ def repo_objects(spec: PipelineSpec, settings: Settings) -> list[Any]:
                 for name, e in spec.features.entities.items()}
     views = []
     for name, view in spec.features.views.items():
-        source = FileSource(
-            name=f"{spec.name}__{name}", path=offline_path(settings, spec.name, name),
-            timestamp_field="event_timestamp", created_timestamp_column="created_timestamp",
-            s3_endpoint_override=settings.s3_endpoint_url if settings.lake_uri.startswith("s3://") else None,
-        )
+        source = _source(settings, spec.name, name)
         views.append(FeatureView(
             name=name, entities=[entities[view.entity]], ttl=timedelta(seconds=duration_seconds(view.ttl)),
             schema=[Field(name=f, dtype=dtypes[t]) for f, t in view.feature_types.items()],
@@ -74,9 +90,17 @@ def repo_config(settings: Settings) -> Any:
         online = {"type": "sqlite", "path": settings.feast_sqlite_path}
     if "://" not in settings.feast_registry:
         Path(settings.feast_registry).parent.mkdir(parents=True, exist_ok=True)
+    if settings.feast_offline_store == "spark":
+        from ctloop.features.spark import spark_conf
+
+        offline: dict[str, Any] = {"type": "spark", "spark_conf": spark_conf(settings)}
+        engine: dict[str, Any] = {"type": "spark.engine", "spark_conf": spark_conf(settings)}
+    else:
+        offline, engine = {"type": "duckdb"}, {"type": "local"}
     return RepoConfig(project=settings.feast_project, provider="local",
                       registry={"registry_type": "file", "path": settings.feast_registry, "cache_ttl_seconds": 60},
-                      online_store=online, offline_store={"type": "file"}, entity_key_serialization_version=3)
+                      online_store=online, offline_store=offline, batch_engine=engine,
+                      entity_key_serialization_version=3)
 
 
 def open_store(settings: Settings, spec: PipelineSpec | None = None, *, apply: bool = True) -> FeatureStore:
@@ -87,6 +111,10 @@ def open_store(settings: Settings, spec: PipelineSpec | None = None, *, apply: b
     """
     from feast import FeatureStore
 
+    if settings.feast_offline_store == "spark":  # Feast takes the active session: start it with the jobs' settings
+        from ctloop.features.spark import spark_session
+
+        spark_session(settings, "ctloop-feast")
     store = FeatureStore(config=repo_config(settings))
     if apply and spec is not None:
         import contextlib

@@ -1,9 +1,9 @@
 """``ctloop spark features``: curated events → the spec's feature views, for an interval of whole hours.
 
 A feature row exists at each source event of an entity and describes the entity *just before* it
-(windows ``[t - w, t)``). Late data: the curated markers are compared with those the view last read,
-and the view is recomputed from the earliest changed hour, since a late event changes every trailing
-window after it.
+(windows ``[t - w, t)``). Feature data is partitioned by day: the job rebuilds every day the interval
+touches. Late data: the curated markers are compared with those the view last read, and the view is
+recomputed from the earliest changed day, since a late event changes every trailing window after it.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from ctloop.features.spark import (
     checksum,
     configure_session,
     log,
-    partition_cols,
+    partition_col,
     read_curated,
     read_json,
     write_json,
     write_parts,
 )
-from ctloop.lake.hours import hours
-from ctloop.lake.paths import clean_marker, features_prefix, features_state, hour_of, partition_of
+from ctloop.lake.hours import DAY, day_start, days
+from ctloop.lake.paths import clean_marker, day_of, day_partition, features_prefix, features_state
 from ctloop.lake.store import Lake
 
 if TYPE_CHECKING:
@@ -113,17 +113,17 @@ def view_rows(spark: SparkSession, spec: PipelineSpec, lake: Lake, view_name: st
         rows = rows.filter((F.col("event_timestamp") >= F.lit(start)) & (F.col("event_timestamp") < F.lit(end)))
     return rows.dropDuplicates([key, "event_timestamp"]).withColumn("created_timestamp", F.lit(created)) \
         .select(key, "event_timestamp", "created_timestamp", *view.feature_types,
-                *partition_cols(F.col("event_timestamp")))
+                partition_col(F.col("event_timestamp")))
 
 
 def build_features(spark: SparkSession, spec: PipelineSpec, lake: Lake, start: datetime,
                    end: datetime) -> dict[str, Any]:
-    """``ctloop spark features``: every view of the spec for [start, end), plus hours late data changed."""
+    """``ctloop spark features``: every view of the spec for the days of [start, end), plus days late data changed."""
     if spec.features is None:
         raise SpecError(f"pipeline {spec.name!r}: features: not set, so there is nothing to compute")
     configure_session(spark)
     lateness = timedelta(seconds=duration_seconds(spec.features.lateness))
-    look = [partition_of(h) for h in hours(start - lateness, end)]
+    look = [day_partition(d) for d in days(start - lateness, end)]
     views = {}
     for view_name, view in spec.features.views.items():
         inputs = sorted({view.source} | ({spec.labels.events, spec.primary} if any(
@@ -132,14 +132,15 @@ def build_features(spark: SparkSession, spec: PipelineSpec, lake: Lake, start: d
         current = {k: f"{v['rows']}:{v['hash']}" for k, v in current.items() if v is not None}
         state = read_json(lake, features_state(spec.name, view_name)) or {"inputs": {}}
         changed = sorted(k for k, v in state["inputs"].items() if k in current and current[k] != v
-                         and hour_of(k) < start)
-        since = min([start, *(hour_of(k) for k in changed)])
-        log(f"features {spec.name}.{view_name} [{since:%Y-%m-%dT%H}, {end:%Y-%m-%dT%H})"
-             + (f", recomputing from {since:%Y-%m-%dT%H} for late data in {changed}" if changed else ""))
-        rows = view_rows(spark, spec, lake, view_name, since, end, created=end).persist()
+                         and day_of(k) < day_start(start))
+        since = min([day_start(start), *(day_of(k) for k in changed)])
+        until = day_start(end - timedelta(microseconds=1)) + DAY  # whole days: a day partition is written whole
+        log(f"features {spec.name}.{view_name} [{since:%Y-%m-%d}, {until:%Y-%m-%d})"
+             + (f", recomputing from {since:%Y-%m-%d} for late data in {changed}" if changed else ""))
+        rows = view_rows(spark, spec, lake, view_name, since, until, created=end).persist()
         prefix = features_prefix(spec.name, view_name)
-        write_parts(rows, lake, prefix, [partition_of(h) for h in hours(since, end)])
-        total = checksum(rows.drop("event_date", "event_hour"))
+        write_parts(rows, lake, prefix, [day_partition(d) for d in days(since, until)])
+        total = checksum(rows.drop("event_date"))
         rows.unpersist()
         write_json(lake, features_state(spec.name, view_name), {"inputs": {**state["inputs"], **current}})
         views[view_name] = {"from": since, "rows": total["rows"], "checksum": total, "late_inputs": changed,

@@ -68,10 +68,10 @@ from ctloop.lake.paths import (
     batch_intent_path,
     claim_path,
     dlq_prefix,
+    hour_partition,
     intent_path,
     intents_prefix,
     manifest_path,
-    partition_of,
     raw_prefix,
 )
 from ctloop.lake.store import Lake
@@ -295,7 +295,7 @@ class SegmentWriter:
             for hour in pc.unique(hours).to_pylist():
                 part = table.filter(pc.equal(hours, hour))
                 start = datetime.fromtimestamp(hour * 3600, tz=UTC)
-                lake_partition = partition_of(start)
+                lake_partition = hour_partition(start)
                 first_offset = part["_kafka_offset"][0].as_py()
                 path = f"{raw_prefix(self.spec.name, tp.topic)}/{lake_partition}/{_file_name(tp, first_offset)}"
                 times = part[codec.event.time_field]

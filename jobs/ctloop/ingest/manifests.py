@@ -68,10 +68,13 @@ def landed_span(lake: Lake, spec: PipelineSpec, stream: str | None = None) -> tu
 
 
 def cleaned_until(lake: Lake, spec: PipelineSpec, stream: str) -> datetime | None:
-    """End of the latest hour of ``stream`` that ``ctloop spark clean`` has built (None: nothing cleaned yet)."""
+    """How far ``ctloop spark clean`` has built ``stream``: the latest ``until`` of its day markers (the end of
+    the day, or of the interval that last built it when that ended inside the day); None: nothing cleaned yet."""
     prefix = f"{clean_markers_prefix(spec.name, stream)}/"
-    hours = [hour_of(p) for p in lake.list(prefix) if p.endswith(".json")]
-    return max(hours) + HOUR if hours else None
+    markers = [p for p in lake.list(prefix) if p.endswith(".json")]
+    if not markers:
+        return None
+    return parse_time(json.loads(lake.read(markers[-1]))["until"])  # the latest day holds the latest until
 
 
 def label_watermark(lake: Lake, spec: PipelineSpec) -> datetime | None:

@@ -1,6 +1,7 @@
 """Time as the jobs see it: UTC instants and half-open intervals of whole hours.
 
-The lake is partitioned by event hour, so every job interval is ``[start, end)`` on whole hours.
+Every job interval is ``[start, end)`` on whole hours (the raw lake's partitions); the Spark jobs
+rebuild the whole days such an interval touches (their partitions).
 Times given on the command line or by a client are parsed here, once, with the same rules.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -50,4 +52,17 @@ def hours(start: datetime, end: datetime) -> list[datetime]:
     while at < end:
         out.append(at)
         at += HOUR
+    return out
+
+
+def day_start(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def days(start: datetime, end: datetime) -> list[datetime]:
+    """The start of every day that ``[start, end)`` touches."""
+    out, at = [], day_start(start)
+    while at < end:
+        out.append(at)
+        at += DAY
     return out

@@ -3,7 +3,9 @@
 Data that people and Spark read sits at the top (``raw/``, ``curated/``, ``features/``,
 ``training_sets/``); bookkeeping sits under folders starting with ``_`` (dead letters, the lander's
 manifests and intents, job markers, watermarks, the retrain ledger), which dataset readers skip.
-Event data is partitioned by event hour: ``event_date=YYYY-MM-DD/event_hour=HH``.
+Event data is partitioned by event time: the lander's raw files by hour (``event_date=YYYY-MM-DD/event_hour=HH``,
+one file per Kafka segment and hour, so a segment lands in place), everything Spark writes by day
+(``event_date=YYYY-MM-DD``: few, large files that Feast and DuckDB scan quickly).
 """
 
 from __future__ import annotations
@@ -12,20 +14,35 @@ import re
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-PARTITION_RE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})/event_hour=(\d{2})")
+HOUR_PARTITION_RE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})/event_hour=(\d{2})")
+DAY_PARTITION_RE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})")
 
 
-# -- event-hour partitions ----------------------------------------------------------------------------
-def partition_of(hour: datetime) -> str:
+# -- event-time partitions ----------------------------------------------------------------------------
+def hour_partition(hour: datetime) -> str:
+    """The raw lake's partition of an event hour."""
     return f"event_date={hour:%Y-%m-%d}/event_hour={hour:%H}"
 
 
 def hour_of(part: str) -> datetime:
-    """The hour a partition (or any path containing one) holds."""
-    match = PARTITION_RE.search(part)
+    """The hour a raw partition (or any path containing one) holds."""
+    match = HOUR_PARTITION_RE.search(part)
+    if match is None:
+        raise ValueError(f"not a raw lake partition: {part!r}")
+    return datetime.strptime(f"{match.group(1)} {match.group(2)}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+
+
+def day_partition(day: datetime) -> str:
+    """The curated, quarantine and feature partition of an event day."""
+    return f"event_date={day:%Y-%m-%d}"
+
+
+def day_of(part: str) -> datetime:
+    """The day a partition (or any path containing one, raw or not) belongs to."""
+    match = DAY_PARTITION_RE.search(part)
     if match is None:
         raise ValueError(f"not a lake partition: {part!r}")
-    return datetime.strptime(f"{match.group(1)} {match.group(2)}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=UTC)
 
 
 # -- landing (the lander) -----------------------------------------------------------------------------
@@ -85,12 +102,12 @@ def features_prefix(pipeline: str, view: str) -> str:
 
 
 def clean_markers_prefix(pipeline: str, stream: str) -> str:
-    """One marker per cleaned hour: the raw files it was built from, its rows and checksum."""
+    """One marker per cleaned day: the raw files it was built from, its rows and checksum, how far it is known."""
     return f"_state/clean/{pipeline}/{stream}"
 
 
-def clean_marker(pipeline: str, stream: str, part: str) -> str:
-    return f"{clean_markers_prefix(pipeline, stream)}/{part}.json"
+def clean_marker(pipeline: str, stream: str, day_part: str) -> str:
+    return f"{clean_markers_prefix(pipeline, stream)}/{day_part}.json"
 
 
 def features_state(pipeline: str, view: str) -> str:

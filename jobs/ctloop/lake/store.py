@@ -64,7 +64,7 @@ class Lake(ABC):
     def dataset(self, prefix: str) -> pads.Dataset | None:
         """The Parquet dataset under ``prefix`` for Arrow reads, None when nothing is there.
 
-        Hive partitions (``event_date``, ``event_hour``) come back as strings, so a reader can prune
+        Hive partitions (``event_date``, and ``event_hour`` in raw data) come back as strings, so a reader can prune
         by them; bookkeeping files (``_*``, ``.*``) are skipped.
         """
         import pyarrow as pa

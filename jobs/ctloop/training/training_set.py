@@ -29,13 +29,13 @@ from typing import Any
 from ctloop.config.settings import Settings
 from ctloop.config.spec import PipelineSpec, SpecError, duration_seconds
 from ctloop.ingest.manifests import label_watermark, landed_span, source_offsets
-from ctloop.lake.hours import hours, parse_time
+from ctloop.lake.hours import days, parse_time
 from ctloop.lake.paths import (
     clean_marker,
     clean_markers_prefix,
     curated_prefix,
-    hour_of,
-    partition_of,
+    day_of,
+    day_partition,
     snapshot_prefix,
     snapshots_prefix,
 )
@@ -71,6 +71,7 @@ def read_streams(spec: PipelineSpec) -> dict[str, str]:
 
 def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start: datetime, end: datetime,
                        as_of: datetime | None = None, store: Any = None) -> dict[str, Any]:
+    import numpy as np
     import pandas as pd
 
     from ctloop.features.store import open_store
@@ -101,10 +102,10 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
     join = spec.labels.join_key
     target = spec.labels.target
     inputs: dict[str, dict[str, Any]] = {spec.primary: {}}
-    for h in hours(start, end):
-        marker = clean_marker(spec.name, spec.primary, partition_of(h))
+    for d in days(start, end):
+        marker = clean_marker(spec.name, spec.primary, day_partition(d))
         if lake.exists(marker):
-            inputs[spec.primary][partition_of(h)] = json.loads(lake.read(marker))
+            inputs[spec.primary][day_partition(d)] = json.loads(lake.read(marker))
     identity = json.dumps({"spec": spec.spec_hash, "service": spec.feature_service, "start": start.isoformat(),
                            "end": end.isoformat(), "as_of": as_of.isoformat(),
                            "label_horizon": horizon.isoformat() if horizon else None,
@@ -134,6 +135,9 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
     store = store or open_store(settings, spec)
     service = store.get_feature_service(spec.feature_service)
     frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    for column in frame.columns:  # the Spark offline store hands times back naive (in its UTC session zone)
+        if isinstance(frame[column].dtype, np.dtype) and frame[column].dtype.kind == "M":
+            frame[column] = frame[column].dt.tz_localize("UTC")
     sources = {spec.primary: source_offsets(lake, spec, spec.primary, start, end),
                spec.labels.events: source_offsets(lake, spec, spec.labels.events, start - timedelta(days=3650), as_of)}
     manifest = write_snapshot(lake, spec, snapshot_id, frame, start=start, end=end, as_of=as_of, sources=sources,
@@ -257,7 +261,7 @@ def _label_fingerprint(lake: Lake, spec: PipelineSpec, as_of: datetime) -> str:
     for path in lake.list(prefix):
         part = path[len(prefix):].removesuffix(".json")
         try:
-            if hour_of(part) >= as_of:
+            if day_of(part) >= as_of:
                 continue
         except ValueError:
             continue
