@@ -41,7 +41,7 @@ bench: bench-ingest bench-features bench-train bench-dags bench-serve bench-moni
 bench-ingest: .venv/.synced  ## lander events/s against a bare kafka-python consumer
 	$(RUN) python -m benchmarks.bench_ingest
 
-bench-features: .venv/.synced  ## Spark clean+features rows/s vs a bare Spark read+write; materialize rows/s; online p50/p99
+bench-features: .venv/.synced  ## the data path raw → training snapshot (1M events, 45 days) vs a bare Spark read+write; materialize and training-set rows/s; online p50/p99
 	$(RUN) python -m benchmarks.bench_features
 
 bench-train: .venv/.synced  ## training examples/s and wall time on a 500k-row snapshot vs loading it into memory

@@ -48,9 +48,11 @@ RATE = 250  # requests/s of the load, above the 200 the issue asks for
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, broker: str) -> Iterator[dict[str, Any]]:
-    """Three registered versions (v1 champion), their entities' features in Feast, the switch serving v1."""
+    """Three registered versions of one trained model (v1 champion: the tests exercise the switch, not the models,
+    so one training serves all three), their entities' features in Feast, the switch serving v1."""
     from ctloop.features.materialize import materialize
-    from ctloop.registry.aliases import move_alias
+    from ctloop.registry.aliases import client, move_alias
+    from ctloop.registry.register import register
     from ctloop.serving.auth import ensure_token
     from ctloop.sim.simulator import synthetic_training_frame
 
@@ -60,17 +62,18 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, broker: 
     settings = settings_for(tmp, broker, pipelines, mlflow_tracking_uri=mlflow_server, serving_port=free_port(),
                             serving_fault_injection=True, stack_services="serving")
     lake = open_lake(settings)
-    frames = [conform(spec, synthetic_training_frame(spec, 10_000, seed=seed, start=START, days=DAYS))
-              for seed in (7, 8, 9)]
-    versions = [train_version(spec, settings, lake, f"snap{i}", frame, START, DAYS) for i, frame in enumerate(frames)]
-    write_feature_rows(lake, spec, frames[0])
+    frame = conform(spec, synthetic_training_frame(spec, 10_000, seed=7, start=START, days=DAYS))
+    first = train_version(spec, settings, lake, "snap0", frame, START, DAYS)
+    run_id = client(settings).get_model_version(spec.registered_model, first).run_id
+    versions = [first, *(str(register(spec, settings, run_id)["version"]) for _ in range(2))]
+    write_feature_rows(lake, spec, frame)
     materialize(spec, settings, lake, START, START + timedelta(days=DAYS))
     move_alias(settings, spec.registered_model, "champion", versions[0], "first model, promoted by the test")
     stack = Stack(settings, ["serving"])
     stack.up()
     try:
         yield {"spec": spec, "settings": settings, "lake": lake, "versions": versions, "env": settings_env(settings),
-               "token": ensure_token(settings), "bodies": infer_bodies(spec, frames[0], 400), "tmp": tmp,
+               "token": ensure_token(settings), "bodies": infer_bodies(spec, frame, 400), "tmp": tmp,
                "pipelines": pipelines}
     finally:
         stack.down()

@@ -167,3 +167,15 @@ def test_feature_repo_matches_the_spec() -> None:
         assert {f.name: str(f.dtype) for f in fv.schema if f.name in view.feature_types} == {
             n: {"int": "Int64", "double": "Float64"}[t] for n, t in view.feature_types.items()}
     assert {p.name for p in objects["FeatureService:fraud_model"].feature_view_projections} == set(spec.features.views)
+
+
+def test_a_training_set_before_the_features_job_says_what_to_run(lake_with_features: dict[str, Any],
+                                                                  tmp_path: Path) -> None:
+    """Curated events but no feature rows yet: a clear error naming the views, not the offline store's IO error."""
+    lake = LocalLake(tmp_path / "lake")
+    shutil.copytree(lake_with_features["lake"].root / "curated", lake.root / "curated")
+    settings = _settings(lake_with_features, "sqlite")
+    with pytest.raises(ValueError, match=r"no feature rows of view\(s\) card_activity, merchant_risk .*"
+                                         r"run `ctloop spark features`"):
+        build_training_set(lake_with_features["spec"], settings, lake, START, START + timedelta(days=3),
+                           as_of=START + timedelta(days=3))

@@ -36,6 +36,7 @@ from ctloop.lake.paths import (
     curated_prefix,
     day_of,
     day_partition,
+    features_prefix,
     snapshot_prefix,
     snapshots_prefix,
 )
@@ -132,6 +133,11 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
                                      maturity_days=spec.labels.maturity_days)
     print(f"[training-set] {len(entity_df)} rows ({immature} immature left out); point-in-time join through "
           f"feature service {spec.feature_service}", file=sys.stderr, flush=True)
+    unbuilt = [v for v in spec.features.views
+               if not any(p.endswith(".parquet") for p in lake.list(features_prefix(spec.name, v) + "/"))]
+    if unbuilt:
+        raise ValueError(f"no feature rows of view(s) {', '.join(unbuilt)} in {lake.url('features/' + spec.name)}: "
+                         f"run `ctloop spark features` for the interval first")
     store = store or open_store(settings, spec)
     service = store.get_feature_service(spec.feature_service)
     frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
