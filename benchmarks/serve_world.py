@@ -2,7 +2,7 @@
 holding their entities' features, infer requests, and an open-loop load generator.
 
 * ``write_feature_rows``: feature rows of a synthetic frame in the lake, in the layout the Spark features
-  job writes (``features/<pipeline>/<view>/event_date=/event_hour=``), so ``ctloop materialize`` (real
+  job writes (``features/<pipeline>/<view>/event_date=``), so ``ctloop materialize`` (real
   Feast, the SQLite online store) serves them; Spark itself is measured and tested elsewhere.
 * ``train_version``: snapshot → train → evaluate → register, the jobs' own functions, one model version.
 * ``OpenLoop``: requests at a fixed rate whatever the answers do (open loop: a slow answer does not slow

@@ -175,7 +175,7 @@ def test_a_training_set_before_the_features_job_says_what_to_run(lake_with_featu
     lake = LocalLake(tmp_path / "lake")
     shutil.copytree(lake_with_features["lake"].root / "curated", lake.root / "curated")
     settings = _settings(lake_with_features, "sqlite")
-    with pytest.raises(ValueError, match=r"no feature rows of view\(s\) card_activity, merchant_risk .*"
+    with pytest.raises(ValueError, match=r"no feature rows of view\(s\) card_activity, merchant_risk \(looked in .*"
                                          r"run `ctloop spark features`"):
         build_training_set(lake_with_features["spec"], settings, lake, START, START + timedelta(days=3),
                            as_of=START + timedelta(days=3))

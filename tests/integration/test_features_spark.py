@@ -13,6 +13,7 @@ import pytest
 from ctloop.config.spec import SpecError, load_spec, parse_spec
 from ctloop.features.clean import clean, clean_pipeline
 from ctloop.features.views import build_features
+from ctloop.ingest.manifests import cleaned_until
 from ctloop.lake.hours import parse_interval
 from ctloop.lake.paths import curated_prefix, features_prefix, quarantine_prefix
 from ctloop.lake.store import LocalLake
@@ -139,6 +140,10 @@ def test_late_events_recompute_the_partitions_they_touch(spark: Any, tmp_path: P
         assert row.card_spend_24h == pytest.approx(expected)
     # a second run finds nothing late any more
     assert clean(spark, spec, lake, "transactions", day2, day3)["late_partitions"] == []
+    # a re-run for an early hour rebuilds its day whole, and never moves how far the day is known back
+    assert cleaned_until(lake, spec, "transactions") == day3
+    clean(spark, spec, lake, "transactions", day2, day2 + timedelta(hours=1))
+    assert cleaned_until(lake, spec, "transactions") == day3
 
 
 def test_bad_where_is_named(spark: Any, built: dict[str, Any]) -> None:

@@ -106,3 +106,29 @@ def test_the_most_recent_days_do_not_become_all_positives() -> None:
     tail = rows[rows.event_timestamp >= rows.event_timestamp.max() - timedelta(days=3)]
     assert 0.05 < tail.is_fraud.mean() < 0.2, "the last days keep the stream's label rate"
     assert rows.is_fraud.sum() == rows.transaction_id.isin(reported).sum()
+
+
+def test_labels_landed_after_as_of_on_its_day_keep_the_snapshot_id(tmp_path: Path) -> None:
+    """The label fingerprint of a training set covers what it reads: on the day of ``as_of`` only the raw files
+    before it, so chargebacks cleaned later that day do not give the same inputs a new snapshot id."""
+    from ctloop.training.training_set import _label_fingerprint
+
+    lake = LocalLake(tmp_path / "lake")
+    topic = SPEC.events["chargebacks"].topic
+    as_of = T0 + timedelta(days=1, hours=12)
+
+    def marker(day: datetime, hours: list[int], rows: int) -> None:
+        files = [f"raw/fraud/{topic}/{hour_partition(day + timedelta(hours=h))}/{topic}+0+{h:020d}.parquet"
+                 for h in hours]
+        lake.write(clean_marker("fraud", "chargebacks", day_partition(day)),
+                   json.dumps({"files": files, "rows": rows, "hash": str(rows * 7), "until": "x"}).encode())
+
+    marker(T0, [1, 5], 10)
+    marker(T0 + timedelta(days=1), [3, 9], 4)
+    before = _label_fingerprint(lake, SPEC, as_of)
+    marker(T0 + timedelta(days=1), [3, 9, 15, 20], 9)  # cleaned again after more labels landed that afternoon
+    assert _label_fingerprint(lake, SPEC, as_of) == before
+    marker(T0 + timedelta(days=1), [3, 9, 11, 15, 20], 10)  # a label before as_of: the inputs did change
+    assert _label_fingerprint(lake, SPEC, as_of) != before
+    marker(T0, [1, 5, 6], 11)  # an earlier day changed
+    assert _label_fingerprint(lake, SPEC, as_of) != before

@@ -292,3 +292,16 @@ def test_served_rows_become_the_same_model_inputs_as_a_training_frame() -> None:
     for name in kinds:
         assert served[name].shape == trained[name].shape == (5, 1) and served[name].dtype == trained[name].dtype
         np.testing.assert_array_equal(served[name], trained[name])
+
+
+def test_the_model_server_opens_feast_for_online_lookups_only(spec: PipelineSpec, tmp_path: Path) -> None:
+    """With the Spark offline store (the kubernetes runtime's default) the server's store starts no Spark session:
+    the serving image has no Java, and online lookups never need one."""
+    from ctloop.features.store import open_store
+    from pyspark.sql import SparkSession
+
+    settings = load_settings(state_dir=tmp_path, runtime="kubernetes")
+    assert settings.feast_offline_store == "spark"
+    store = open_store(settings, spec, apply=False)
+    assert store.config.offline_store.type == "spark"
+    assert SparkSession.getActiveSession() is None

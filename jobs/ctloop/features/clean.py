@@ -23,7 +23,7 @@ from ctloop.features.spark import (
     write_json,
     write_parts,
 )
-from ctloop.lake.hours import DAY, day_start, days
+from ctloop.lake.hours import DAY, day_start, days, parse_time
 from ctloop.lake.paths import (
     HOUR_PARTITION_RE,
     clean_marker,
@@ -101,8 +101,10 @@ def clean(spark: SparkSession, spec: PipelineSpec, lake: Lake, stream: str, star
          f"{len(targets)} days to write, late days {late or 'none'}")
 
     def known_until(part: str) -> str:
-        """How far a rebuilt day is known: its end, or the interval's end when that falls inside it."""
-        return min(day_of(part) + DAY, end).isoformat()
+        """How far a rebuilt day is known: its end, or the interval's end when that falls inside it, and never less
+        than an earlier build said (a late batch re-run for an early hour rebuilds the day from every raw file)."""
+        built = read_json(lake, clean_marker(spec.name, stream, part)) or {}
+        return max(min(day_of(part) + DAY, end), parse_time(built.get("until", day_of(part).isoformat()))).isoformat()
 
     summary: dict[str, Any] = {"job": "clean", "pipeline": spec.name, "stream": stream, "start": start, "end": end,
                                "raw_files": len(files), "late_partitions": late, "partitions_written": len(targets)}

@@ -1,7 +1,7 @@
 """Spark for the feature jobs: the session, and the lake reads and writes both jobs share.
 
 Every job interval is ``[start, end)`` on whole hours; a job replaces exactly the day partitions it
-owns (delete, then write: one file per day), so a re-run of the same interval leaves the same rows.
+owns (delete, then write: one file per day), so a re-run over the same raw files leaves the same rows.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def configure_session(spark: SparkSession) -> None:
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     spark.conf.set("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+    # Feast's Spark offline store turns this on in the session it shares; the jobs quote names, not regexes
+    spark.conf.set("spark.sql.parser.quotedRegexColumnNames", "false")
 
 
 # -- lake reads and writes ---------------------------------------------------------------------------

@@ -107,11 +107,14 @@ def open_store(settings: Settings, spec: PipelineSpec | None = None, *, apply: b
     """A FeatureStore on ``settings``; with ``apply`` the spec's objects are registered first.
 
     Applying is idempotent and touches only definitions: ctloop keeps materialization watermarks in
-    the lake, so an apply can never reset them.
+    the lake, so an apply can never reset them. The jobs that apply are the ones that read offline
+    (materialize, training-set): with the Spark offline store their session starts here, with the jobs'
+    settings, for Feast to take. A store opened without ``apply`` serves online lookups (the model
+    server, whose image has no Java) and starts nothing.
     """
     from feast import FeatureStore
 
-    if settings.feast_offline_store == "spark":  # Feast takes the active session: start it with the jobs' settings
+    if apply and settings.feast_offline_store == "spark":
         from ctloop.features.spark import spark_session
 
         spark_session(settings, "ctloop-feast")

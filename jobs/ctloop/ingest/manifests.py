@@ -9,7 +9,7 @@ from typing import Any
 
 from ctloop.config.spec import PipelineSpec
 from ctloop.lake.hours import HOUR, parse_time
-from ctloop.lake.paths import clean_markers_prefix, hour_of, manifest_prefix
+from ctloop.lake.paths import CLEAN_MARKER_RE, clean_markers_prefix, hour_of, manifest_prefix
 from ctloop.lake.store import Lake
 
 # An event is never later than the time its message was sent, beyond this much clock skew between the
@@ -71,7 +71,7 @@ def cleaned_until(lake: Lake, spec: PipelineSpec, stream: str) -> datetime | Non
     """How far ``ctloop spark clean`` has built ``stream``: the latest ``until`` of its day markers (the end of
     the day, or of the interval that last built it when that ended inside the day); None: nothing cleaned yet."""
     prefix = f"{clean_markers_prefix(spec.name, stream)}/"
-    markers = [p for p in lake.list(prefix) if p.endswith(".json")]
+    markers = [p for p in lake.list(prefix) if CLEAN_MARKER_RE.fullmatch(p[len(prefix):])]
     if not markers:
         return None
     return parse_time(json.loads(lake.read(markers[-1]))["until"])  # the latest day holds the latest until

@@ -106,6 +106,9 @@ def clean_markers_prefix(pipeline: str, stream: str) -> str:
     return f"_state/clean/{pipeline}/{stream}"
 
 
+CLEAN_MARKER_RE = re.compile(r"event_date=\d{4}-\d{2}-\d{2}\.json")  # a marker's name in its stream's folder
+
+
 def clean_marker(pipeline: str, stream: str, day_part: str) -> str:
     return f"{clean_markers_prefix(pipeline, stream)}/{day_part}.json"
 

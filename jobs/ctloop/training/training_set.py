@@ -29,14 +29,16 @@ from typing import Any
 from ctloop.config.settings import Settings
 from ctloop.config.spec import PipelineSpec, SpecError, duration_seconds
 from ctloop.ingest.manifests import label_watermark, landed_span, source_offsets
-from ctloop.lake.hours import days, parse_time
+from ctloop.lake.hours import DAY, days, parse_time
 from ctloop.lake.paths import (
+    CLEAN_MARKER_RE,
     clean_marker,
     clean_markers_prefix,
     curated_prefix,
     day_of,
     day_partition,
     features_prefix,
+    hour_of,
     snapshot_prefix,
     snapshots_prefix,
 )
@@ -136,7 +138,8 @@ def build_training_set(spec: PipelineSpec, settings: Settings, lake: Lake, start
     unbuilt = [v for v in spec.features.views
                if not any(p.endswith(".parquet") for p in lake.list(features_prefix(spec.name, v) + "/"))]
     if unbuilt:
-        raise ValueError(f"no feature rows of view(s) {', '.join(unbuilt)} in {lake.url('features/' + spec.name)}: "
+        where = ", ".join(lake.url(features_prefix(spec.name, v)) for v in unbuilt)
+        raise ValueError(f"no feature rows of view(s) {', '.join(unbuilt)} (looked in {where}): "
                          f"run `ctloop spark features` for the interval first")
     store = store or open_store(settings, spec)
     service = store.get_feature_service(spec.feature_service)
@@ -266,13 +269,13 @@ def _label_fingerprint(lake: Lake, spec: PipelineSpec, as_of: datetime) -> str:
     digest = hashlib.sha256()
     for path in lake.list(prefix):
         part = path[len(prefix):].removesuffix(".json")
-        try:
-            if day_of(part) >= as_of:
-                continue
-        except ValueError:
+        if not CLEAN_MARKER_RE.fullmatch(path[len(prefix):]) or day_of(part) >= as_of:
             continue
         marker = json.loads(lake.read(path))
-        digest.update(f"{part}:{marker['rows']}:{marker['hash']};".encode())
+        if day_of(part) + DAY <= as_of:
+            digest.update(f"{part}:{marker['rows']}:{marker['hash']};".encode())
+        else:  # the day of as_of: only its raw files before as_of are read (their names are fixed once landed)
+            digest.update(f"{part}:{sorted(f for f in marker['files'] if hour_of(f) < as_of)};".encode())
     return digest.hexdigest()[:16]
 
 
