@@ -294,14 +294,21 @@ def test_served_rows_become_the_same_model_inputs_as_a_training_frame() -> None:
         np.testing.assert_array_equal(served[name], trained[name])
 
 
-def test_the_model_server_opens_feast_for_online_lookups_only(spec: PipelineSpec, tmp_path: Path) -> None:
+def test_the_model_server_opens_feast_for_online_lookups_only(spec: PipelineSpec, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """With the Spark offline store (the kubernetes runtime's default) the server's store starts no Spark session:
-    the serving image has no Java, and online lookups never need one."""
+    the serving image has no Java, and online lookups never need one. (Other tests share a session in this
+    process, so the check is that nothing asks for one.)"""
+    import ctloop.features.spark
     from ctloop.features.store import open_store
-    from pyspark.sql import SparkSession
 
+    def no_spark(*_: Any, **__: Any) -> None:
+        raise AssertionError("the model server's Feast store started a Spark session")
+
+    monkeypatch.setattr(ctloop.features.spark, "spark_session", no_spark)
     settings = load_settings(state_dir=tmp_path, runtime="kubernetes")
     assert settings.feast_offline_store == "spark"
     store = open_store(settings, spec, apply=False)
     assert store.config.offline_store.type == "spark"
-    assert SparkSession.getActiveSession() is None
+    with pytest.raises(AssertionError, match="started a Spark session"):  # the jobs that apply do start one
+        open_store(settings, spec)
