@@ -25,10 +25,13 @@ if TYPE_CHECKING:
 SPARK_TYPES = {"string": "string", "int": "bigint", "double": "double", "bool": "boolean", "timestamp": "timestamp"}
 
 
-def spark_uri(lake: Lake, path: str) -> str:
+def s3a(url: str) -> str:
     """Spark reads S3 through the s3a connector (the job image adds hadoop-aws)."""
-    url = lake.url(path)
     return "s3a://" + url.removeprefix("s3://") if url.startswith("s3://") else url
+
+
+def spark_uri(lake: Lake, path: str) -> str:
+    return s3a(lake.url(path))
 
 
 def log(message: str) -> None:

@@ -28,7 +28,11 @@ def offline_path(settings: Settings, pipeline: str, view: str) -> str:
     url = f"{settings.lake_uri}/{features_prefix(pipeline, view)}"
     if url.startswith("file://"):
         return urlparse(url).path
-    return "s3a://" + url.removeprefix("s3://") if settings.feast_offline_store == "spark" else url
+    if settings.feast_offline_store == "spark":
+        from ctloop.features.spark import s3a
+
+        return s3a(url)
+    return url
 
 
 def _source(settings: Settings, pipeline: str, view: str) -> Any:
